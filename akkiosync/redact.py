@@ -19,7 +19,9 @@ _secrets: set[str] = set()
 # scheme://user:password@host  ->  scheme://user:***@host
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]+)@")
 # api_key=...  /  "api_key": "..."  in query strings, form bodies and JSON
-_API_KEY_PARAM = re.compile(r"(?P<head>api[_-]?key[\"']?\s*[=:]\s*[\"']?)(?P<val>[^&\s\"',}]+)", re.I)
+_API_KEY_PARAM = re.compile(
+    r"(?P<head>api[_-]?key[\"']?\s*[=:]\s*[\"']?)(?P<val>[^&\s\"',}]+)", re.I
+)
 
 
 def register_secret(value: str | None) -> None:

@@ -1,0 +1,5 @@
+"""``python -m akkiosync``."""
+
+from akkiosync.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The HTTP client for Akkio's ``/v1/datasets``: the only module that knows its URLs and payloads.
+
+One URL serves every action; the fields sent pick it. GET carries ``api_key`` in the query
+string (that is how Akkio reads it); POST and DELETE carry every field in a JSON body, so the
+key stays out of URLs whenever it can. Every failure is mapped to ``errors`` in ``_error_for``;
+nothing here retries (the runner does).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib.metadata
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import httpx
+
+from akkiosync.errors import (
+    AkkioAuthError,
+    AkkioError,
+    AkkioFatalError,
+    AkkioRetriableError,
+    AkkioTransportError,
+    DatasetNotFoundError,
+)
+from akkiosync.redact import redact, register_secret
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.akkio.com/v1"
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+_AUTH_MESSAGE = re.compile(r"api[ _-]?key", re.IGNORECASE)
+_NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist|no such|unknown dataset", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRef:
+    """A dataset as listed or created: its id and name."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetField:
+    """One field of a dataset's schema, with the type Akkio inferred for it."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    """One dataset in detail: its row count is what reconciliation relies on."""
+
+    id: str
+    name: str
+    rows: int
+    fields: tuple[DatasetField, ...]
+
+
+class AkkioClient:
+    """A synchronous client for ``/v1/datasets``; use it as a context manager or ``close`` it."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+    ) -> None:
+        register_secret(api_key)
+        self._api_key = api_key
+        self._url = f"{base_url.rstrip('/')}/datasets"
+        self._path = httpx.URL(self._url).path
+        self._client = httpx.Client(
+            transport=transport, timeout=timeout, headers={"User-Agent": _user_agent()}
+        )
+
+    def list_datasets(self) -> list[DatasetRef]:
+        """Return every dataset the key can see."""
+        body = self._call("GET", "list datasets", {})
+        datasets = body.get("datasets")
+        if not isinstance(datasets, list):
+            raise _shape_error("GET /datasets (list datasets)", "answer has no 'datasets' list")
+        return [_dataset_ref(item, "GET /datasets (list datasets)") for item in datasets]
+
+    def get_dataset(self, dataset_id: str) -> DatasetInfo:
+        """Return the dataset's name, row count and fields; ``DatasetNotFoundError`` if gone."""
+        where = f"GET /datasets (get {dataset_id})"
+        body = self._call("GET", f"get {dataset_id}", {"id": dataset_id}, dataset_call=True)
+        fields = _fields(body.get("fields"), where)
+        return DatasetInfo(
+            id=dataset_id,
+            name=str(body.get("name") or ""),
+            rows=_row_count(body.get("rows"), has_fields=bool(fields), where=where),
+            fields=fields,
+        )
+
+    def create_dataset(self, name: str) -> DatasetRef:
+        """Create an empty dataset; its schema is set by the first rows added."""
+        body = self._call("POST", f"create {name!r}", {"name": name})
+        dataset_id = body.get("dataset_id") or body.get("id")
+        if not isinstance(dataset_id, str) or not dataset_id:
+            raise _shape_error(f"POST /datasets (create {name!r})", "answer has no dataset id")
+        dataset_name = body.get("dataset_name")
+        return DatasetRef(dataset_id, dataset_name if isinstance(dataset_name, str) else name)
+
+    def add_rows(self, dataset_id: str, rows: Sequence[Mapping[str, object]]) -> None:
+        """Append ``rows`` in one request (nothing is sent for no rows).
+
+        An ``AkkioTransportError`` means the rows may or may not have landed: reconcile.
+        """
+        if not rows:
+            return
+        payload = [row if isinstance(row, dict) else dict(row) for row in rows]
+        action = f"add {len(rows)} rows to {dataset_id}"
+        self._call("POST", action, {"id": dataset_id, "rows": payload}, dataset_call=True)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete the dataset and its rows."""
+        self._call("DELETE", f"delete {dataset_id}", {"id": dataset_id}, dataset_call=True)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(
+        self, method: str, action: str, fields: dict[str, object], *, dataset_call: bool = False
+    ) -> dict[str, Any]:
+        """Send one request and return its successful JSON body, or raise the mapped error."""
+        where = f"{method} /datasets ({action})"
+        fields = {"api_key": self._api_key, **fields}
+        start = time.perf_counter()
+        try:
+            if method == "GET":
+                params = {key: str(value) for key, value in fields.items()}
+                response = self._client.get(self._url, params=params)
+            else:
+                content = json.dumps(
+                    fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+                ).encode()
+                headers = {"Content-Type": "application/json"}
+                response = self._client.request(method, self._url, content=content, headers=headers)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            elapsed = time.perf_counter() - start
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            logger.debug("%s %s failed after %.3fs: %s", method, self._path, elapsed, reason)
+            # ``from None``: the httpx error holds the request, whose URL may carry the key.
+            raise AkkioTransportError(redact(f"{where}: {reason}")) from None
+        elapsed = time.perf_counter() - start
+        logger.debug("%s %s -> %d in %.3fs", method, self._path, response.status_code, elapsed)
+        error, body = _error_for(response, where, dataset_call=dataset_call)
+        if error is not None:
+            raise error
+        return body
+
+
+def _error_for(
+    response: httpx.Response, where: str, *, dataset_call: bool
+) -> tuple[AkkioError | None, dict[str, Any]]:
+    """Map an answer to the error it means (or None), and its JSON object body (or {})."""
+    status = response.status_code
+    try:
+        parsed = response.json()
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both derive from it
+        parsed = None
+    readable = isinstance(parsed, dict)
+    body: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    success = body.get("status") == "success"
+    message = _server_message(body) if readable else " ".join(response.text.split())[:200]
+
+    def fail(cls: type[AkkioError], reason: str) -> tuple[AkkioError, dict[str, Any]]:
+        return cls(redact(f"{where}: HTTP {status}: {reason}"), status_code=status), body
+
+    if status in (401, 403) or (readable and not success and _AUTH_MESSAGE.search(message)):
+        return fail(AkkioAuthError, message or "missing or invalid API key")
+    if status == 429 or status >= 500:
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        text = redact(f"{where}: HTTP {status}: {message or response.reason_phrase}")
+        return AkkioRetriableError(text, status_code=status, retry_after=retry_after), body
+    # Only Akkio's own JSON can say the dataset is gone: a plain "404 Not Found" page comes from
+    # something in front of it (a wrong base URL), and misreading it could get a job reset.
+    gone = status == 404 or (not success and _NOT_FOUND_MESSAGE.search(message) is not None)
+    if dataset_call and readable and gone:
+        return fail(DatasetNotFoundError, message or "dataset not found")
+    if not 200 <= status < 300:
+        return fail(AkkioFatalError, message or response.reason_phrase)
+    if not readable:
+        # The request may have landed: the caller must reconcile, as after a lost answer.
+        return fail(AkkioTransportError, f"unreadable answer: {message or 'empty body'}")
+    if not success:
+        return fail(AkkioFatalError, message or "answer has no 'success' status")
+    return None, body
+
+
+def _server_message(body: Mapping[str, Any]) -> str:
+    """The most telling text of an Akkio JSON body: message, error, then a non-success status."""
+    for key in ("message", "error", "detail"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    status = body.get("status")
+    return str(status) if status not in (None, "success") else ""
+
+
+def _retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date); None if unusable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _shape_error(where: str, problem: str) -> AkkioFatalError:
+    """A successful answer whose shape this client cannot use: retrying will not change it."""
+    return AkkioFatalError(redact(f"{where}: {problem}"))
+
+
+def _dataset_ref(item: object, where: str) -> DatasetRef:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise _shape_error(where, "a listed dataset has no id")
+    return DatasetRef(item["id"], str(item.get("name") or ""))
+
+
+def _fields(value: object, where: str) -> tuple[DatasetField, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _shape_error(where, "'fields' is not a list")
+    fields = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _shape_error(where, "a field has no name")
+        fields.append(DatasetField(item["name"], str(item.get("type") or "")))
+    return tuple(fields)
+
+
+def _row_count(value: object, *, has_fields: bool, where: str) -> int:
+    """The ``rows`` count, as an int or a numeric string; absent only makes sense when empty."""
+    if value is None and not has_fields:
+        return 0  # no schema yet means no rows yet
+    if isinstance(value, str) and value.strip().isdecimal():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    # Reconciliation decides from this number: a guess could resend or drop a batch.
+    raise _shape_error(where, f"unusable 'rows' count {value!r}")
+
+
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("akkiosync")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return f"akkiosync/{version}"

@@ -1,0 +1,317 @@
+"""The ``akkiosync`` command line: commands, logging set-up and exit codes.
+
+Exit codes: 0 success, 1 a job failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from akkiosync import emulator as emulator_module
+from akkiosync.akkio import AkkioClient
+from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
+from akkiosync.cursor import decode_cursor
+from akkiosync.demo import run_demo
+from akkiosync.errors import AkkioSyncError, ConfigError
+from akkiosync.redact import RedactingFilter, redact
+from akkiosync.runner import Runner, make_source, planned_schema, preview
+from akkiosync.state import RunRecord, Store
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class _Group(click.Group):
+    """Turns an ``AkkioSyncError`` into ``error:`` lines on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AkkioSyncError as exc:
+            for line in redact(str(exc)).splitlines():
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+class App:
+    """What the commands share: settings and jobs, loaded on first use."""
+
+    def __init__(self, config_dir: Path | None) -> None:
+        self._config_dir = config_dir
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._config_dir)
+        return self._settings
+
+    def jobs(self, names: tuple[str, ...] = ()) -> list[Job]:
+        jobs = load_jobs(self.settings.akkiosync_config)
+        if not jobs:
+            raise ConfigError(f"{self.settings.akkiosync_config / 'jobs'}: no job files (*.yaml)")
+        return select_jobs(jobs, names)
+
+    def client(self) -> AkkioClient:
+        return AkkioClient(self.settings.api_key(), self.settings.akkio_base_url)
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        store = Store.open(self.settings.akkiosync_state)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def configure_logging(level: str) -> None:
+    """Plain text on stderr, every line redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO; GET URLs carry the API key (redacted anyway).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Configuration directory (default: $AKKIOSYNC_CONFIG or ./config).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.version_option(package_name="akkiosync")
+@click.pass_context
+def cli(ctx: click.Context, config_dir: Path | None, log_level: str) -> None:
+    """Keep Akkio datasets fed from SQL databases, exactly once."""
+    configure_logging(log_level)
+    ctx.obj = App(config_dir)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@pass_app
+def sync(app: App, names: tuple[str, ...]) -> None:
+    """Run jobs now, once each, to the end of their sources (all jobs if none are named)."""
+    jobs = app.jobs(names)
+    with app.store() as store, app.client() as client:
+        runner = Runner(store, client)
+        results = [runner.run(job) for job in jobs]
+    for result in results:
+        if result.ok:
+            click.echo(
+                f"{result.job}: ok, {result.rows_sent} rows in {result.batches} batches "
+                f"to dataset {result.dataset_id} ({result.seconds:.2f}s)"
+            )
+        else:
+            click.echo(f"{result.job}: FAILED: {result.error}", err=True)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        sys.exit(max(r.exit_code for r in failed))
+
+
+@cli.command()
+@click.option("--connect", is_flag=True, help="Also open each source and check its columns.")
+@pass_app
+def validate(app: App, *, connect: bool) -> None:
+    """Check the settings and every job file; exit 2 on the first problem found."""
+    jobs = app.jobs()
+    for job in jobs:
+        what = f"table {job.source.table}" if job.source.table else "query"
+        target = job.target.dataset or f"id {job.target.dataset_id}"
+        schedule = job.schedule or "manual (sync only)"
+        click.echo(f"{job.name}: {what} -> dataset {target}, schedule {schedule}")
+        if not job.source.key:
+            click.echo(
+                f"  warning: {job.name} has no source.key; batches end only where the "
+                "watermark changes (a unique key is recommended)"
+            )
+        if connect:
+            source = make_source(job)
+            try:
+                schema = planned_schema(job, source.columns())
+            finally:
+                source.close()
+            fields = ", ".join(f"{f.name}:{f.type}" for f in schema.fields)
+            click.echo(f"  source ok; fields: {fields}")
+    click.echo(f"{len(jobs)} job(s) valid")
+
+
+@cli.command(name="preview")
+@click.argument("name")
+@click.option("--rows", default=5, show_default=True, type=click.IntRange(0, 1000))
+@pass_app
+def preview_command(app: App, name: str, rows: int) -> None:
+    """Show the dataset schema and the next records JOB would send; sends nothing."""
+    (job,) = app.jobs((name,))
+    with app.store() as store:
+        shown = preview(job, store, rows)
+    where = "pinned" if shown.pinned else "would be created with"
+    click.echo(f"schema ({where}):")
+    for field in shown.schema.fields:
+        origin = "" if field.name == field.source else f"  <- {field.source}"
+        click.echo(f"  {field.name}: {field.type}{origin}")
+    if shown.new_columns:
+        click.echo(f"not sent (not in the pinned schema): {', '.join(shown.new_columns)}")
+    start = shown.cursor.describe() if shown.cursor else "the start"
+    click.echo(f"next {len(shown.records)} record(s) after {start}:")
+    for record in shown.records:
+        click.echo(json.dumps(record, ensure_ascii=False))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@pass_app
+def status(app: App, *, as_json: bool) -> None:
+    """Per job: dataset, rows sent, cursor, and the last run with its result."""
+    try:
+        configured = [job.name for job in app.jobs()]
+    except ConfigError:
+        configured = []
+    with app.store() as store:
+        states = {s.job: s for s in store.job_states()}
+        names = sorted(set(configured) | set(states))
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            state = states.get(name)
+            last = store.last_run(name)
+            rows.append(
+                {
+                    "job": name,
+                    "dataset": state.dataset_name if state else None,
+                    "dataset_id": state.dataset_id if state else None,
+                    "rows_sent": state.rows_sent if state else 0,
+                    "cursor": _cursor_text(state.cursor_json if state else None),
+                    "last_run": last.started_at.isoformat(timespec="seconds") if last else None,
+                    "last_status": last.status if last else None,
+                    "last_error": last.error if last else None,
+                }
+            )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no jobs")
+        return
+    header = ("JOB", "DATASET", "ROWS SENT", "CURSOR", "LAST RUN", "RESULT")
+    table = [
+        (
+            r["job"],
+            f"{r['dataset']} ({r['dataset_id']})" if r["dataset_id"] else "-",
+            str(r["rows_sent"]),
+            r["cursor"],
+            r["last_run"] or "never",
+            r["last_status"] or "-",
+        )
+        for r in rows
+    ]
+    _echo_table(header, table)
+    for r in rows:
+        if r["last_status"] == "failed":
+            click.echo(f"{r['job']}: last error: {r['last_error']}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@pass_app
+def logs(app: App, name: str | None, limit: int) -> None:
+    """The run history, newest first (of one job, or all)."""
+    with app.store() as store:
+        runs = store.runs(name, limit)
+    if not runs:
+        click.echo("no runs yet")
+        return
+    for run in runs:
+        click.echo(_run_line(run))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--delete-dataset", is_flag=True, help="Also delete the dataset on Akkio.")
+@pass_app
+def reset(app: App, name: str, *, yes: bool, delete_dataset: bool) -> None:
+    """Forget JOB's dataset and cursor: its next run creates a new dataset and starts over."""
+    with app.store() as store:
+        state = store.job_state(name)
+        if state.dataset_id is None and state.cursor_json is None:
+            click.echo(f"{name}: nothing to reset")
+            return
+        if not yes:
+            click.confirm(
+                f"Reset {name} (dataset {state.dataset_name} {state.dataset_id}, "
+                f"{state.rows_sent} rows sent)?",
+                abort=True,
+            )
+        if delete_dataset and state.dataset_id:
+            with app.client() as client:
+                client.delete_dataset(state.dataset_id)
+            click.echo(f"{name}: deleted dataset {state.dataset_id}")
+        store.reset(name)
+    click.echo(f"{name}: reset; the next run creates a new dataset and sends every row")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--api-key", default=emulator_module.DEFAULT_API_KEY, show_default=True)
+@click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Persist to FILE.")
+def emulator(host: str, port: int, api_key: str, data: Path | None) -> None:
+    """Serve a local Akkio-compatible API (for trying things out and for tests)."""
+    emu = emulator_module.Emulator(api_key=api_key, data_file=data)
+    click.echo(f"Akkio emulator on http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
+    emulator_module.serve_forever(emu, host, port)
+
+
+@cli.command()
+@click.option("--rows", default=2000, show_default=True, type=click.IntRange(10, 1_000_000))
+def demo(rows: int) -> None:
+    """Everything on embedded defaults: a sample database, the emulator, two syncs."""
+    run_demo(rows, echo=click.echo)
+
+
+def _cursor_text(cursor_json: str | None) -> str:
+    return decode_cursor(cursor_json).describe() if cursor_json else "-"
+
+
+def _run_line(run: RunRecord) -> str:
+    took = f"{(run.ended_at - run.started_at).total_seconds():.1f}s" if run.ended_at else "running"
+    line = (
+        f"#{run.id} {run.started_at.isoformat(timespec='seconds')} {run.job} {run.status} "
+        f"{run.rows_sent} rows {run.batches} batches {took} "
+        f"cursor {_cursor_text(run.cursor_before)} -> {_cursor_text(run.cursor_after)}"
+    )
+    return f"{line} error: {run.error}" if run.error else line
+
+
+def _echo_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="akkiosync")

@@ -1,0 +1,275 @@
+"""Settings from the environment and job definitions from YAML files.
+
+This is the only module that reads the environment or configuration files. Everything it
+returns is frozen and already validated; every problem becomes a ``ConfigError`` whose lines
+each name the file and the key path, e.g. ``jobs/orders.yaml: source.watermark: required``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from akkiosync.akkio import DEFAULT_BASE_URL
+from akkiosync.errors import ConfigError, JobNotFoundError
+from akkiosync.mapping import FieldType
+from akkiosync.redact import redact, register_secret
+from akkiosync.schedule import Schedule, parse_schedule
+
+JOB_SUFFIXES = (".yaml", ".yml")
+
+
+class Settings(BaseSettings):
+    """Process-wide settings: environment variables, then a ``.env`` file, then defaults."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    akkio_api_key: SecretStr | None = None
+    akkio_base_url: str = DEFAULT_BASE_URL
+    akkiosync_config: Path = Path("config")
+    akkiosync_state: Path = Path("state/akkiosync.db")
+
+    def api_key(self) -> str:
+        """The API key, or a ``ConfigError`` saying how to set it."""
+        if self.akkio_api_key is None or not self.akkio_api_key.get_secret_value():
+            raise ConfigError("AKKIO_API_KEY is not set (environment or .env file)")
+        return self.akkio_api_key.get_secret_value()
+
+
+def load_settings(config_dir: Path | None = None) -> Settings:
+    """Read the settings; ``config_dir`` (the CLI's ``--config``) overrides AKKIOSYNC_CONFIG."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_format_errors("environment", exc)) from None
+    if settings.akkio_api_key is not None:
+        register_secret(settings.akkio_api_key.get_secret_value())
+    if config_dir is not None:
+        settings = settings.model_copy(update={"akkiosync_config": config_dir})
+    return settings
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Model):
+    """Where rows come from and how the incremental cursor is built."""
+
+    url: str
+    table: str | None = None
+    query: str | None = None
+    watermark: str
+    key: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+            # Never echo the value: a malformed URL escapes redact's URL pattern, password and all.
+            raise ValueError(
+                "not a valid SQLAlchemy URL (dialect+driver://user:password@host/database)"
+            ) from None
+        register_secret(url.password if isinstance(url.password, str) else None)
+        return value
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceSpec:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+
+class TargetSpec(_Model):
+    """The Akkio dataset rows go to: created by name on the first run, or an existing id."""
+
+    dataset: str | None = None
+    dataset_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TargetSpec:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of 'dataset' or 'dataset_id'")
+        return self
+
+
+class ColumnsSpec(_Model):
+    """Which source columns become dataset fields, under which names and types."""
+
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    rename: dict[str, str] = Field(default_factory=dict)
+    types: dict[str, FieldType] = Field(default_factory=dict)
+
+
+class Job(_Model):
+    """One sync job, as defined by one YAML file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=100)]
+    schedule: Schedule | None = None
+    source: SourceSpec
+    target: TargetSpec
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_schedule(value)
+        if value is None or isinstance(value, Schedule):
+            return value
+        # A mapping would otherwise build a Schedule field by field, skipping parse_schedule.
+        raise ValueError('must be a cron expression or an interval such as "30s", "5m", "1h"')
+
+
+_VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {
+            k: _expand(v, env, f"{path}.{k}" if path else str(k), problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match["name"], match["default"]
+        if name in env and (env[name] or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{path or '(top)'}: environment variable {name} is not set")
+        return ""
+
+    return _VAR.sub(substitute, value)
+
+
+def _format_errors(where: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"]) or "(top)"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {loc}: {redact(message)}")
+    return "\n".join(lines)
+
+
+def environment(settings_env_file: Path = Path(".env")) -> dict[str, str]:
+    """The variables job files may use: the ``.env`` file, overridden by the real environment."""
+    values = {k: v for k, v in dotenv_values(settings_env_file).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def load_job_file(path: Path, env: Mapping[str, str]) -> Job:
+    """Parse, expand and validate one job file."""
+    where = str(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: {at}invalid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{where}: a job file must be a mapping of keys (name, source, target...)"
+        )
+    problems: list[str] = []
+    expanded = _expand(document, env, "", problems)
+    if "path" in expanded:  # a field set by the loader, not a key users may write
+        problems.append("path: unknown key")
+    if problems:
+        raise ConfigError("\n".join(f"{where}: {p}" for p in problems))
+    expanded.setdefault("name", path.stem)
+    expanded["path"] = path
+    try:
+        return Job.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(where, exc)) from None
+
+
+def job_files(config_dir: Path) -> list[Path]:
+    """The job files under ``<config>/jobs``, sorted by name."""
+    jobs_dir = config_dir / "jobs"
+    if not jobs_dir.is_dir():
+        raise ConfigError(f"{jobs_dir}: no such directory (set --config or AKKIOSYNC_CONFIG)")
+    return sorted(p for p in jobs_dir.iterdir() if p.suffix in JOB_SUFFIXES and p.is_file())
+
+
+def load_jobs(config_dir: Path, env: Mapping[str, str] | None = None) -> list[Job]:
+    """Every job under ``<config>/jobs``; all problems of all files are reported together."""
+    env = environment() if env is None else env
+    jobs: list[Job] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in job_files(config_dir):
+        try:
+            job = load_job_file(path, env)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if job.name in seen:
+            problems.append(
+                f"{path}: name: job name {job.name!r} is already used by {seen[job.name]}"
+            )
+            continue
+        seen[job.name] = path
+        jobs.append(job)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return jobs
+
+
+def select_jobs(jobs: list[Job], names: tuple[str, ...]) -> list[Job]:
+    """The jobs named (all when ``names`` is empty), or ``JobNotFoundError``."""
+    if not names:
+        return jobs
+    by_name = {job.name: job for job in jobs}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise JobNotFoundError(f"no such job: {', '.join(missing)} (known jobs: {known})")
+    return [by_name[name] for name in names]

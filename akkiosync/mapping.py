@@ -1,0 +1,215 @@
+"""From source columns to the dataset's schema, and from rows to JSON-safe records.
+
+Pure: no I/O. The schema is planned once, when the dataset is created, and pinned; after that
+every record carries exactly the schema's keys, and each field's values keep one JSON type
+(``type-stable``): the converter is chosen per field from its type, not per value.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, cast, get_args
+
+from akkiosync.errors import ConfigError, SchemaError
+
+FieldType = Literal["integer", "float", "string", "category", "date"]
+FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+Converter = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceColumn:
+    """A column as the source sees it: its Python type when known (``None`` when not)."""
+
+    name: str
+    python_type: type | None
+    sql_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetField:
+    """One field of the dataset: its name there, the column it comes from, and its type."""
+
+    name: str
+    source: str
+    type: FieldType
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The pinned list of fields a dataset receives, in order."""
+
+    fields: tuple[DatasetField, ...]
+
+    def to_json(self) -> str:
+        """Text form for the checkpoint store."""
+        return json.dumps([[f.name, f.source, f.type] for f in self.fields])
+
+    @classmethod
+    def from_json(cls, text: str) -> Schema:
+        """The inverse of ``to_json``."""
+        return cls(tuple(DatasetField(n, s, cast(FieldType, t)) for n, s, t in json.loads(text)))
+
+
+def field_type_for(python_type: type | None) -> FieldType:
+    """The Akkio field type a column of this Python type becomes."""
+    if python_type is None:
+        return "string"
+    if issubclass(python_type, bool):
+        return "category"
+    if issubclass(python_type, int):
+        return "integer"
+    if issubclass(python_type, float | Decimal | dt.timedelta):
+        return "float"
+    if issubclass(python_type, dt.date):  # datetime too
+        return "date"
+    return "string"
+
+
+def plan_schema(
+    columns: Sequence[SourceColumn],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
+    types: Mapping[str, str] | None = None,
+) -> Schema:
+    """Choose the dataset's fields from the source columns and the job's overrides."""
+    rename, types = rename or {}, types or {}
+    known = [c.name for c in columns]
+    for option, names in (("include", include or ()), ("exclude", exclude), ("rename", rename)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"columns.{option}: no such source column: {', '.join(unknown)}")
+    unknown_types = [n for n in types if n not in known]
+    if unknown_types:
+        raise ConfigError(f"columns.types: no such source column: {', '.join(unknown_types)}")
+    chosen = [
+        c for c in columns if (include is None or c.name in include) and c.name not in exclude
+    ]
+    if not chosen:
+        raise ConfigError("columns: no column left to send")
+    fields = tuple(
+        DatasetField(
+            rename.get(c.name, c.name),
+            c.name,
+            cast(FieldType, types[c.name]) if c.name in types else field_type_for(c.python_type),
+        )
+        for c in chosen
+    )
+    names = [f.name for f in fields]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ConfigError(f"columns.rename: two columns would both become {', '.join(doubled)}")
+    return Schema(fields)
+
+
+def new_columns(
+    schema: Schema,
+    columns: Iterable[SourceColumn],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """Source columns the job would send but the pinned schema lacks (added since it was
+    pinned); columns the job leaves out on purpose are not reported."""
+    sent = {f.source for f in schema.fields}
+    return [
+        c.name
+        for c in columns
+        if c.name not in sent and c.name not in exclude and (include is None or c.name in include)
+    ]
+
+
+def _finite(value: float) -> float | None:
+    # JSON has no NaN or infinity, and Akkio would reject them: they become null.
+    return value if math.isfinite(value) else None
+
+
+def _to_integer(value: Any) -> Any:
+    # Decimal.is_finite, not math.isfinite: the latter raises on a signalling NaN.
+    if isinstance(value, Decimal):
+        return int(value) if value.is_finite() else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    try:
+        return _finite(float(value))
+    except OverflowError:  # an int past float's range: null, as Decimal("1E+400") becomes
+        return None
+
+
+def _to_string(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(value)
+
+
+def _to_category(value: Any) -> Any:
+    return value if isinstance(value, bool) else _to_string(value)
+
+
+def _to_date(value: Any) -> Any:
+    # ISO 8601; aware timestamps keep their offset, naive ones stay naive.
+    return value.isoformat() if isinstance(value, dt.date | dt.time) else _to_string(value)
+
+
+_CONVERTERS: dict[str, Converter] = {
+    "integer": _to_integer,
+    "float": _to_float,
+    "string": _to_string,
+    "category": _to_category,
+    "date": _to_date,
+}
+
+
+class RecordMapper:
+    """Turns source rows (tuples in ``column_names`` order) into records for the dataset."""
+
+    def __init__(self, schema: Schema, column_names: Sequence[str]) -> None:
+        position = {name: i for i, name in enumerate(column_names)}
+        missing = [f.source for f in schema.fields if f.source not in position]
+        if missing:
+            raise SchemaError(
+                f"source column(s) {', '.join(missing)} no longer exist but the dataset's "
+                "schema needs them; restore them or `akkiosync reset` the job"
+            )
+        self._plan = [(f.name, position[f.source], _CONVERTERS[f.type]) for f in schema.fields]
+
+    def record(self, row: Sequence[Any]) -> dict[str, Any]:
+        """One row as a record with exactly the schema's keys."""
+        return {
+            name: None if (value := row[index]) is None else convert(value)
+            for name, index, convert in self._plan
+        }
+
+    def records(self, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Many rows at once."""
+        record = self.record
+        return [record(row) for row in rows]
