@@ -127,7 +127,7 @@ def sync(app: App, names: tuple[str, ...]) -> None:
             click.echo(f"{result.job}: FAILED: {result.error}", err=True)
     failed = [r for r in results if not r.ok]
     if failed:
-        sys.exit(max(r.exit_code for r in failed))
+        sys.exit(1)
 
 
 @cli.command()

@@ -88,7 +88,7 @@ class SourceSpec(_Model):
         except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
             # Never echo the value: a malformed URL escapes redact's URL pattern, password and all.
             raise ValueError(
-                "not a valid SQLAlchemy URL (dialect+driver://user:password@host/database)"
+                "not a valid SQLAlchemy URL (like postgresql+psycopg://user@host/dbname)"
             ) from None
         register_secret(url.password if isinstance(url.password, str) else None)
         return value
@@ -212,6 +212,9 @@ def load_job_file(path: Path, env: Mapping[str, str]) -> Job:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # "but found another document" needs its start
+            problem = f"{context}, {problem}"
         raise ConfigError(f"{where}: {at}invalid YAML: {problem}") from None
     if not isinstance(document, dict):
         raise ConfigError(

@@ -9,6 +9,7 @@ replayed on start. Nothing here imports the rest of ``akkiosync``: it stays an i
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -365,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so that a client's connection pool is exercised
     server_version = "akkio-emulator"
     timeout = 60  # an abandoned connection frees its thread eventually
+    disable_nagle_algorithm = True  # headers and body go out in two writes: don't wait on ACKs
 
     def __getattr__(self, name: str) -> Any:
         # http.server looks up do_<METHOD>; route every method, HEAD included, to one place so
@@ -406,9 +408,9 @@ class EmulatorServer:
         self.emulator = emulator
         self._server = _Server((host, port), emulator)
         self.url = f"http://{host}:{self._server.server_port}{API_PREFIX}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="akkio-emulator", daemon=True
-        )
+        # A short poll interval makes close() quick: shutdown() waits for the loop to notice.
+        serve_loop = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve_loop, name="akkio-emulator", daemon=True)
         self._thread.start()
         self._closed = False
 

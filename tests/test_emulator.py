@@ -22,6 +22,8 @@ from akkiosync.emulator import DEFAULT_API_KEY, Emulator, EmulatorServer, serve
 KEY = DEFAULT_API_KEY
 BAD_KEY_BODY = b'{"status": "missing or invalid API key"}'
 NOT_FOUND = {"status": "error", "message": "dataset not found"}
+# The extra endpoints live beside /v1, so relative to a client's /v1 base URL:
+HEALTH, ROWS = "/../_emulator/health", "/../_emulator/rows"
 
 
 @pytest.fixture
@@ -30,7 +32,8 @@ def emu() -> Emulator:
 
 
 @pytest.fixture
-def client(emu: Emulator) -> Iterator[httpx.Client]:
+def local(emu: Emulator) -> Iterator[httpx.Client]:
+    """An httpx client wired to `emu` in-process (conftest's `client` is the AkkioClient)."""
     with httpx.Client(transport=emu.transport(), base_url="http://emulator/v1") as c:
         yield c
 
@@ -51,7 +54,7 @@ def http(server: EmulatorServer) -> Iterator[httpx.Client]:
 @pytest.fixture(params=["in-process", "loopback"])
 def any_client(request: pytest.FixtureRequest) -> httpx.Client:
     """The same contract must hold through the MockTransport and over a real socket."""
-    fixture = "client" if request.param == "in-process" else "http"
+    fixture = "local" if request.param == "in-process" else "http"
     c: httpx.Client = request.getfixturevalue(fixture)
     return c
 
@@ -138,43 +141,43 @@ class TestDatasetLifecycle:
         assert response.status_code == 200
         assert response.json() == {"status": "success"}
 
-    def test_ids_are_unique(self, client: httpx.Client) -> None:
+    def test_ids_are_unique(self, local: httpx.Client) -> None:
         """Every created dataset gets its own id."""
-        ids = {create(client, f"d{n}") for n in range(100)}
+        ids = {create(local, f"d{n}") for n in range(100)}
         assert len(ids) == 100
 
 
 class TestParameterSources:
     """Fields come from the query string, a JSON body or a form body; the body wins."""
 
-    def test_query_string_alone(self, client: httpx.Client) -> None:
+    def test_query_string_alone(self, local: httpx.Client) -> None:
         """A body-less POST with everything in the query string creates a dataset."""
-        response = client.post("/datasets", params={"api_key": KEY, "name": "q"})
+        response = local.post("/datasets", params={"api_key": KEY, "name": "q"})
         assert response.json()["dataset_name"] == "q"
 
-    def test_form_body(self, client: httpx.Client, emu: Emulator) -> None:
+    def test_form_body(self, local: httpx.Client, emu: Emulator) -> None:
         """A form-encoded body carries the key, the id and rows as a JSON string."""
-        created = client.post("/datasets", data={"api_key": KEY, "name": "f"}).json()
+        created = local.post("/datasets", data={"api_key": KEY, "name": "f"}).json()
         dataset_id = created["dataset_id"]
         form = {"api_key": KEY, "id": dataset_id, "rows": json.dumps([{"a": 1}])}
-        assert client.post("/datasets", data=form).json() == {"status": "success"}
+        assert local.post("/datasets", data=form).json() == {"status": "success"}
         assert emu.rows(dataset_id) == [{"a": 1}]
 
-    def test_form_parse_fields_true(self, client: httpx.Client) -> None:
+    def test_form_parse_fields_true(self, local: httpx.Client) -> None:
         """parse_fields arrives as the string "true" in a form."""
-        dataset_id = create(client)
+        dataset_id = create(local)
         form = {"api_key": KEY, "id": dataset_id, "parse_fields": "true"}
-        assert client.post("/datasets", data=form).status_code == 200
+        assert local.post("/datasets", data=form).status_code == 200
 
-    def test_json_body_without_content_type_is_recognised(self, client: httpx.Client) -> None:
+    def test_json_body_without_content_type_is_recognised(self, local: httpx.Client) -> None:
         """A body that looks like a JSON object is read as JSON even without a content type."""
         content = json.dumps({"api_key": KEY, "name": "sniffed"}).encode()
-        response = client.post("/datasets", content=content)
+        response = local.post("/datasets", content=content)
         assert response.json()["dataset_name"] == "sniffed"
 
-    def test_body_wins_over_query_string(self, client: httpx.Client) -> None:
+    def test_body_wins_over_query_string(self, local: httpx.Client) -> None:
         """A field present in both places is taken from the body."""
-        response = client.post(
+        response = local.post(
             "/datasets",
             params={"api_key": "wrong", "name": "from-query"},
             json={"api_key": KEY, "name": "from-body"},
@@ -182,40 +185,38 @@ class TestParameterSources:
         assert response.status_code == 200
         assert response.json()["dataset_name"] == "from-body"
 
-    def test_query_and_body_are_merged(self, client: httpx.Client, emu: Emulator) -> None:
+    def test_query_and_body_are_merged(self, local: httpx.Client, emu: Emulator) -> None:
         """The key may travel in the query string while the rows travel in the body."""
-        dataset_id = create(client)
-        response = client.post(
+        dataset_id = create(local)
+        response = local.post(
             "/datasets", params={"api_key": KEY, "id": dataset_id}, json={"rows": [{"a": 1}]}
         )
         assert response.status_code == 200
         assert emu.rows(dataset_id) == [{"a": 1}]
 
-    def test_delete_with_query_string(self, client: httpx.Client, emu: Emulator) -> None:
+    def test_delete_with_query_string(self, local: httpx.Client, emu: Emulator) -> None:
         """The docs' cURL form of a delete puts the id in the query string."""
-        dataset_id = create(client)
-        assert client.delete("/datasets", params={"api_key": KEY, "id": dataset_id}).is_success
+        dataset_id = create(local)
+        assert local.delete("/datasets", params={"api_key": KEY, "id": dataset_id}).is_success
         assert emu.dataset_ids() == []
 
-    def test_trailing_slash_is_the_same_url(self, client: httpx.Client) -> None:
+    def test_trailing_slash_is_the_same_url(self, local: httpx.Client) -> None:
         """/v1/datasets/ answers like /v1/datasets."""
-        response = client.get("/datasets/", params={"api_key": KEY})
+        response = local.get("/datasets/", params={"api_key": KEY})
         assert response.json() == {"status": "success", "datasets": []}
 
 
 class TestRowsEncoding:
     """rows is a JSON array of objects or a JSON-encoded string of one; anything else is 400."""
 
-    def test_array_and_string_store_the_same_rows(
-        self, client: httpx.Client, emu: Emulator
-    ) -> None:
+    def test_array_and_string_store_the_same_rows(self, local: httpx.Client, emu: Emulator) -> None:
         """Both encodings of the same rows store the same rows."""
         rows = [{"name": "Ann", "age": 31}, {"name": "Bob", "age": None}]
-        as_array, as_string = create(client, "array"), create(client, "string")
-        assert add(client, as_array, rows).status_code == 200
-        assert add(client, as_string, json.dumps(rows)).status_code == 200
+        as_array, as_string = create(local, "array"), create(local, "string")
+        assert add(local, as_array, rows).status_code == 200
+        assert add(local, as_string, json.dumps(rows)).status_code == 200
         assert emu.rows(as_array) == emu.rows(as_string) == rows
-        assert describe(client, as_array)["fields"] == describe(client, as_string)["fields"]
+        assert describe(local, as_array)["fields"] == describe(local, as_string)["fields"]
 
     @pytest.mark.parametrize(
         "rows",
@@ -230,31 +231,31 @@ class TestRowsEncoding:
             pytest.param([{}], id="first-row-without-fields"),
         ],
     )
-    def test_malformed_rows_are_400(self, client: httpx.Client, emu: Emulator, rows: Any) -> None:
+    def test_malformed_rows_are_400(self, local: httpx.Client, emu: Emulator, rows: Any) -> None:
         """Rows that are not an array of flat objects answer 400 and store nothing."""
-        dataset_id = create(client)
-        response = add(client, dataset_id, rows)
+        dataset_id = create(local)
+        response = add(local, dataset_id, rows)
         assert response.status_code == 400
         assert response.json()["status"] == "error"
         assert response.json()["message"]
         assert emu.rows(dataset_id) == []
 
-    def test_empty_batch_is_accepted_and_fixes_nothing(self, client: httpx.Client) -> None:
+    def test_empty_batch_is_accepted_and_fixes_nothing(self, local: httpx.Client) -> None:
         """An empty array succeeds and leaves the fields unfixed."""
-        dataset_id = create(client)
-        assert add(client, dataset_id, []).status_code == 200
-        assert add(client, dataset_id, [{"x": 1}]).status_code == 200
-        assert describe(client, dataset_id)["fields"] == [{"name": "x", "type": "integer"}]
+        dataset_id = create(local)
+        assert add(local, dataset_id, []).status_code == 200
+        assert add(local, dataset_id, [{"x": 1}]).status_code == 200
+        assert describe(local, dataset_id)["fields"] == [{"name": "x", "type": "integer"}]
 
 
 class TestSchema:
     """The first rows fix the fields and their types; every later row must have the same keys."""
 
-    def test_fields_follow_the_first_rows_key_order(self, client: httpx.Client) -> None:
+    def test_fields_follow_the_first_rows_key_order(self, local: httpx.Client) -> None:
         """The fields are the first row's keys, in that order."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"z": 1, "a": 2, "m": 3}])
-        names = [f["name"] for f in describe(client, dataset_id)["fields"]]
+        dataset_id = create(local)
+        add(local, dataset_id, [{"z": 1, "a": 2, "m": 3}])
+        names = [f["name"] for f in describe(local, dataset_id)["fields"]]
         assert names == ["z", "a", "m"]
 
     @pytest.mark.parametrize(
@@ -273,69 +274,69 @@ class TestSchema:
             (None, "string"),
         ],
     )
-    def test_type_inference(self, client: httpx.Client, value: Any, expected: str) -> None:
+    def test_type_inference(self, local: httpx.Client, value: Any, expected: str) -> None:
         """Each JSON value maps to the documented Akkio field type."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"v": value}])
-        assert describe(client, dataset_id)["fields"] == [{"name": "v", "type": expected}]
+        dataset_id = create(local)
+        add(local, dataset_id, [{"v": value}])
+        assert describe(local, dataset_id)["fields"] == [{"name": "v", "type": expected}]
 
     def test_type_comes_from_the_first_non_null_value_in_the_batch(
-        self, client: httpx.Client
+        self, local: httpx.Client
     ) -> None:
         """Leading nulls are skipped when a field's type is inferred."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"v": None}, {"v": None}, {"v": 3.5}, {"v": "x"}])
-        assert describe(client, dataset_id)["fields"] == [{"name": "v", "type": "float"}]
+        dataset_id = create(local)
+        add(local, dataset_id, [{"v": None}, {"v": None}, {"v": 3.5}, {"v": "x"}])
+        assert describe(local, dataset_id)["fields"] == [{"name": "v", "type": "float"}]
 
-    def test_later_batches_do_not_change_the_fields(self, client: httpx.Client) -> None:
+    def test_later_batches_do_not_change_the_fields(self, local: httpx.Client) -> None:
         """Once fixed, the types stay as inferred from the first batch."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"v": None}])
-        assert add(client, dataset_id, [{"v": 5}]).status_code == 200
-        assert describe(client, dataset_id)["fields"] == [{"name": "v", "type": "string"}]
+        dataset_id = create(local)
+        add(local, dataset_id, [{"v": None}])
+        assert add(local, dataset_id, [{"v": 5}]).status_code == 200
+        assert describe(local, dataset_id)["fields"] == [{"name": "v", "type": "string"}]
 
-    def test_key_order_of_later_rows_does_not_matter(self, client: httpx.Client) -> None:
+    def test_key_order_of_later_rows_does_not_matter(self, local: httpx.Client) -> None:
         """Rows are compared by key set, not key order."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"a": 1, "b": 2}])
-        assert add(client, dataset_id, [{"b": 4, "a": 3}]).status_code == 200
+        dataset_id = create(local)
+        add(local, dataset_id, [{"a": 1, "b": 2}])
+        assert add(local, dataset_id, [{"b": 4, "a": 3}]).status_code == 200
 
     def test_mismatch_in_the_first_batch_stores_nothing(
-        self, client: httpx.Client, emu: Emulator
+        self, local: httpx.Client, emu: Emulator
     ) -> None:
         """A bad row anywhere in the first batch refuses it whole, fields included."""
-        dataset_id = create(client)
-        response = add(client, dataset_id, [{"a": 1, "b": 2}, {"a": 1, "c": 3}])
+        dataset_id = create(local)
+        response = add(local, dataset_id, [{"a": 1, "b": 2}, {"a": 1, "c": 3}])
         assert response.status_code == 400
         message = response.json()["message"]
         assert "'c'" in message
         assert "'b'" in message
-        assert describe(client, dataset_id) == {
+        assert describe(local, dataset_id) == {
             "status": "success",
             "name": "orders",
             "rows": 0,
             "fields": [],
         }
-        assert add(client, dataset_id, [{"x": 1}]).status_code == 200
+        assert add(local, dataset_id, [{"x": 1}]).status_code == 200
         assert emu.rows(dataset_id) == [{"x": 1}]
 
     def test_mismatch_in_a_later_batch_stores_nothing(
-        self, client: httpx.Client, emu: Emulator
+        self, local: httpx.Client, emu: Emulator
     ) -> None:
         """An extra key in a later batch refuses that whole batch and names the key."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"a": 1}])
-        response = add(client, dataset_id, [{"a": 2}, {"a": 3, "extra": 4}])
+        dataset_id = create(local)
+        add(local, dataset_id, [{"a": 1}])
+        response = add(local, dataset_id, [{"a": 2}, {"a": 3, "extra": 4}])
         assert response.status_code == 400
         assert response.json()["status"] == "error"
         assert "'extra'" in response.json()["message"]
         assert emu.rows(dataset_id) == [{"a": 1}]
 
-    def test_missing_key_in_a_later_batch_is_named(self, client: httpx.Client) -> None:
+    def test_missing_key_in_a_later_batch_is_named(self, local: httpx.Client) -> None:
         """A missing key is named in the error too."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"a": 1, "gone": 2}])
-        response = add(client, dataset_id, [{"a": 2}])
+        dataset_id = create(local)
+        add(local, dataset_id, [{"a": 1, "gone": 2}])
+        response = add(local, dataset_id, [{"a": 2}])
         assert response.status_code == 400
         assert "'gone'" in response.json()["message"]
 
@@ -361,16 +362,16 @@ class TestAuthentication:
         assert response.status_code == 401
         assert response.content == BAD_KEY_BODY
 
-    def test_wrong_key_is_401(self, client: httpx.Client, emu: Emulator) -> None:
+    def test_wrong_key_is_401(self, local: httpx.Client, emu: Emulator) -> None:
         """A wrong key is refused and creates nothing."""
-        response = client.post("/datasets", json={"api_key": "nope", "name": "n"})
+        response = local.post("/datasets", json={"api_key": "nope", "name": "n"})
         assert response.status_code == 401
         assert response.json() == {"status": "missing or invalid API key"}
         assert emu.dataset_ids() == []
 
-    def test_non_string_key_is_401(self, client: httpx.Client) -> None:
+    def test_non_string_key_is_401(self, local: httpx.Client) -> None:
         """A key that is not a string is an invalid key, not a crash."""
-        response = client.post("/datasets", json={"api_key": 123, "name": "n"})
+        response = local.post("/datasets", json={"api_key": 123, "name": "n"})
         assert response.status_code == 401
 
     def test_custom_key(self) -> None:
@@ -380,10 +381,10 @@ class TestAuthentication:
             assert c.get("/datasets", params={"api_key": "s3cret"}).status_code == 200
             assert c.get("/datasets", params={"api_key": KEY}).status_code == 401
 
-    def test_rows_endpoint_needs_the_key(self, client: httpx.Client) -> None:
+    def test_rows_endpoint_needs_the_key(self, local: httpx.Client) -> None:
         """/_emulator/rows is guarded like the API."""
-        dataset_id = create(client)
-        response = client.get("http://emulator/_emulator/rows", params={"id": dataset_id})
+        dataset_id = create(local)
+        response = local.get(ROWS, params={"id": dataset_id})
         assert response.status_code == 401
 
 
@@ -416,10 +417,10 @@ class TestErrors:
         ],
     )
     def test_malformed_json_body_is_400(
-        self, client: httpx.Client, content: bytes, headers: dict[str, str]
+        self, local: httpx.Client, content: bytes, headers: dict[str, str]
     ) -> None:
         """A body that claims or looks like JSON but is not a JSON object answers 400."""
-        response = client.post("/datasets", content=content, headers=headers)
+        response = local.post("/datasets", content=content, headers=headers)
         assert response.status_code == 400
         assert response.json()["status"] == "error"
 
@@ -427,29 +428,28 @@ class TestErrors:
         "body",
         [
             pytest.param({}, id="post-without-id-or-name"),
-            pytest.param({"id": "abc"}, id="post-with-id-only"),
             pytest.param({"name": 5}, id="name-not-a-string"),
             pytest.param({"id": 5, "rows": []}, id="id-not-a-string"),
         ],
     )
     def test_missing_or_wrong_fields_are_400(
-        self, client: httpx.Client, body: dict[str, Any]
+        self, local: httpx.Client, body: dict[str, Any]
     ) -> None:
         """A POST whose fields pick no action answers 400 with a message."""
-        create(client)
-        response = client.post("/datasets", json={"api_key": KEY, **body})
-        assert response.status_code in (400, 404)
+        create(local)
+        response = local.post("/datasets", json={"api_key": KEY, **body})
+        assert response.status_code == 400
         assert response.json()["status"] == "error"
 
-    def test_post_with_a_known_id_and_nothing_to_do_is_400(self, client: httpx.Client) -> None:
+    def test_post_with_a_known_id_and_nothing_to_do_is_400(self, local: httpx.Client) -> None:
         """A known id without rows or parse_fields is 400, not a silent success."""
-        dataset_id = create(client)
-        response = client.post("/datasets", json={"api_key": KEY, "id": dataset_id})
+        dataset_id = create(local)
+        response = local.post("/datasets", json={"api_key": KEY, "id": dataset_id})
         assert response.status_code == 400
 
-    def test_delete_without_id_is_400(self, client: httpx.Client) -> None:
+    def test_delete_without_id_is_400(self, local: httpx.Client) -> None:
         """A delete must name its dataset."""
-        response = client.delete("/datasets", params={"api_key": KEY})
+        response = local.delete("/datasets", params={"api_key": KEY})
         assert response.status_code == 400
 
     @pytest.mark.parametrize("path", ["/v1/projects", "/v2/datasets", "/", "/v1"])
@@ -472,13 +472,13 @@ class TestErrors:
         assert response.content == b""
 
     def test_request_count_counts_every_v1_request(
-        self, client: httpx.Client, emu: Emulator
+        self, local: httpx.Client, emu: Emulator
     ) -> None:
         """request_count includes refusals and excludes the /_emulator endpoints."""
-        create(client)
-        client.get("/datasets")
-        client.get("/nowhere")
-        client.get("http://emulator/_emulator/health")
+        create(local)
+        local.get("/datasets")
+        local.get("/nowhere")
+        local.get(HEALTH)
         assert emu.request_count() == 3
 
 
@@ -487,7 +487,7 @@ class TestEmulatorEndpoints:
 
     def test_health_needs_no_key(self, any_client: httpx.Client) -> None:
         """/_emulator/health answers success to anyone."""
-        response = any_client.get("/../_emulator/health")
+        response = any_client.get(HEALTH)
         assert response.status_code == 200
         assert response.json() == {"status": "success"}
 
@@ -496,19 +496,19 @@ class TestEmulatorEndpoints:
         dataset_id = create(http)
         add(http, dataset_id, [{"n": 1}, {"n": 2}])
         add(http, dataset_id, json.dumps([{"n": 3}]))
-        response = http.get("/../_emulator/rows", params={"api_key": KEY, "id": dataset_id})
+        response = http.get(ROWS, params={"api_key": KEY, "id": dataset_id})
         assert response.json() == {"status": "success", "rows": [{"n": 1}, {"n": 2}, {"n": 3}]}
 
-    def test_rows_endpoint_unknown_id_is_404(self, client: httpx.Client) -> None:
+    def test_rows_endpoint_unknown_id_is_404(self, local: httpx.Client) -> None:
         """/_emulator/rows answers 404 for an unknown dataset."""
-        response = client.get("/../_emulator/rows", params={"api_key": KEY, "id": "nope"})
+        response = local.get(ROWS, params={"api_key": KEY, "id": "nope"})
         assert response.status_code == 404
         assert response.json() == NOT_FOUND
 
-    def test_rows_accessor_returns_a_copy(self, client: httpx.Client, emu: Emulator) -> None:
+    def test_rows_accessor_returns_a_copy(self, local: httpx.Client, emu: Emulator) -> None:
         """Mutating what rows() returns does not change the stored rows."""
-        dataset_id = create(client)
-        add(client, dataset_id, [{"n": 1}])
+        dataset_id = create(local)
+        add(local, dataset_id, [{"n": 1}])
         emu.rows(dataset_id)[0]["n"] = 99
         emu.rows(dataset_id).append({"n": 2})
         assert emu.rows(dataset_id) == [{"n": 1}]
@@ -671,14 +671,14 @@ class TestLoopbackServer:
         """After close() nothing answers on the port, and a second close() is harmless."""
         server = serve(emu)
         with httpx.Client(base_url=server.url, trust_env=False) as c:
-            assert c.get("/../_emulator/health").status_code == 200
+            assert c.get(HEALTH).status_code == 200
         server.close()
         server.close()
         with (
             httpx.Client(base_url=server.url, trust_env=False) as c,
             pytest.raises(httpx.ConnectError),
         ):
-            c.get("/../_emulator/health")
+            c.get(HEALTH)
 
     def test_api_key_is_never_logged(
         self, server: EmulatorServer, caplog: pytest.LogCaptureFixture

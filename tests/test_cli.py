@@ -1,0 +1,771 @@
+"""The ``akkiosync`` command line, through click's ``CliRunner`` and as a real subprocess.
+
+Every test works on a SQLite source with an ``orders`` table whose ``created_at`` values tie in
+groups of four, a job file that reads it in batches of 7 (so batches cut tie groups), and the
+emulator served on a loopback port: the same path a user's container takes, minus Akkio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from akkiosync.cli import cli
+from akkiosync.emulator import Emulator, EmulatorServer, serve
+from tests.conftest import API_KEY
+
+ROWS = 30
+TIE = 4  # rows per created_at value
+BATCH_SIZE = 7
+START = datetime(2026, 3, 1, 12, 0, 0)  # noqa: DTZ001 - naive on purpose: a DATETIME column
+WRONG_KEY = "wrong-key-Zx7Qv93KpLm2"
+
+Invoke = Callable[..., Result]
+ORDERS_JOB = """\
+source:
+  url: ${ORDERS_DB_URL}
+  table: orders
+  watermark: created_at
+  key: id
+target:
+  dataset: Orders
+batch_size: 7
+"""
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at the runner's (soon closed) stderr: undo that after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A SQLite source holding ``orders`` rows 1..ROWS."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE orders (id INTEGER PRIMARY KEY, amount NUMERIC(10, 2), "
+                    "status TEXT, created_at DATETIME)"
+                )
+            )
+        insert_orders(url, range(1, ROWS + 1))
+    finally:
+        engine.dispose()
+    return url
+
+
+def insert_orders(url: str, ids: range, start: datetime = START) -> None:
+    """Insert orders with these ids; each group of TIE ids shares one created_at."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO orders (id, amount, status, created_at) "
+                    "VALUES (:id, :amount, :status, :created_at)"
+                ),
+                [
+                    {
+                        "id": i,
+                        "amount": f"{i}.25",
+                        "status": ("placed", "paid", "shipped")[i % 3],
+                        "created_at": (start + timedelta(seconds=i // TIE)).isoformat(sep=" "),
+                    }
+                    for i in ids
+                ],
+            )
+    finally:
+        engine.dispose()
+
+
+def execute(url: str, sql: str) -> None:
+    """Run one statement on the source."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """``<tmp>/config`` with ``jobs/orders.yaml``."""
+    jobs = tmp_path / "config" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "orders.yaml").write_text(ORDERS_JOB)
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def server(emulator: Emulator) -> Iterator[EmulatorServer]:
+    """The emulator on a loopback port."""
+    with serve(emulator) as running:
+        yield running
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: EmulatorServer, db_url: str
+) -> dict[str, str]:
+    """The variables a deployment sets, pointing at the emulator, the store and the source."""
+    values = {
+        "AKKIO_API_KEY": API_KEY,
+        "AKKIO_BASE_URL": server.url,
+        "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
+        "ORDERS_DB_URL": db_url,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def run(config_dir: Path, env: dict[str, str]) -> Invoke:
+    """Invoke ``akkiosync --config <config_dir> ARGS...``."""
+
+    def invoke(*args: str, user_input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, ["--config", str(config_dir), *args], input=user_input)
+
+    return invoke
+
+
+def only_dataset(emulator: Emulator) -> str:
+    """The id of the one dataset the emulator holds."""
+    (dataset_id,) = emulator.dataset_ids()
+    return dataset_id
+
+
+def ids_in(emulator: Emulator, dataset_id: str) -> list[int]:
+    """The ``id`` of every row in the dataset, sorted (duplicates kept)."""
+    return sorted(row["id"] for row in emulator.rows(dataset_id))
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The lines of ``text`` that are JSON objects, parsed."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def assert_config_error(result: Result, *fragments: str) -> None:
+    """Exit 2, an ``error:`` line holding every fragment on stderr, and no traceback."""
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert any(all(f in line for f in fragments) for line in errors), result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+# -- help and usage ----------------------------------------------------------------------------
+
+
+class TestHelp:
+    """Every command documents itself; unknown commands are usage errors."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            [],
+            ["sync"],
+            ["validate"],
+            ["preview"],
+            ["status"],
+            ["logs"],
+            ["reset"],
+            ["emulator"],
+            ["demo"],
+        ],
+    )
+    def test_help_exits_zero(self, command: list[str]) -> None:
+        """``--help`` prints usage and exits 0 for the group and each command."""
+        result = CliRunner().invoke(cli, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("Usage: ")
+        assert " ".join(["cli", *command]) in result.stdout.splitlines()[0]
+
+    def test_group_help_lists_commands(self) -> None:
+        """The group's help names every command."""
+        result = CliRunner().invoke(cli, ["--help"])
+        for command in ("sync", "validate", "preview", "status", "logs", "reset", "demo"):
+            assert command in result.stdout
+
+    def test_unknown_command_is_usage_error(self) -> None:
+        """An unknown command exits 2 and says which."""
+        result = CliRunner().invoke(cli, ["frobnicate"])
+        assert result.exit_code == 2
+        assert "No such command 'frobnicate'" in result.stderr
+
+    def test_version(self) -> None:
+        """``--version`` prints the package version."""
+        result = CliRunner().invoke(cli, ["--version"])
+        assert result.exit_code == 0
+        assert "0.1.0" in result.stdout
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+class TestValidate:
+    """``validate`` lists good jobs and rejects bad configuration with exit 2 and file:key."""
+
+    def test_valid_config(self, run: Invoke) -> None:
+        """A good job is listed with its table, dataset and schedule."""
+        result = run("validate")
+        assert result.exit_code == 0, result.output
+        assert "orders: table orders -> dataset Orders, schedule manual (sync only)" in (
+            result.stdout
+        )
+        assert "1 job(s) valid" in result.stdout
+        assert "warning" not in result.stdout
+
+    def test_warns_without_key(self, run: Invoke, config_dir: Path) -> None:
+        """A job without ``source.key`` is valid but warned about."""
+        job = config_dir / "jobs" / "orders.yaml"
+        job.write_text(ORDERS_JOB.replace("  key: id\n", ""))
+        result = run("validate")
+        assert result.exit_code == 0, result.output
+        assert "warning: orders has no source.key" in result.stdout
+        assert "1 job(s) valid" in result.stdout
+
+    def test_connect_prints_fields(self, run: Invoke) -> None:
+        """``--connect`` opens the source and prints the fields the dataset would get."""
+        result = run("validate", "--connect")
+        assert result.exit_code == 0, result.output
+        assert (
+            "source ok; fields: id:integer, amount:float, status:string, created_at:date"
+            in result.stdout
+        )
+
+    @pytest.mark.parametrize(
+        ("text", "fragments"),
+        [
+            pytest.param(ORDERS_JOB + "colour: red\n", ("colour: unknown key",), id="unknown-key"),
+            pytest.param(
+                ORDERS_JOB.replace("batch_size: 7", "batch_size: abc"),
+                ("batch_size: ", "integer"),
+                id="wrong-type",
+            ),
+            pytest.param(
+                ORDERS_JOB.replace("${ORDERS_DB_URL}", "${NO_SUCH_DB_URL}"),
+                ("source.url: environment variable NO_SUCH_DB_URL is not set",),
+                id="missing-env",
+            ),
+            pytest.param(
+                ORDERS_JOB + "schedule: every tuesday\n", ("schedule: ",), id="bad-schedule"
+            ),
+            pytest.param(
+                ORDERS_JOB.replace("target:\n", "target:\n  - oops\n"),
+                ("invalid YAML",),
+                id="invalid-yaml",
+            ),
+            pytest.param(
+                ORDERS_JOB.replace("  watermark: created_at\n", ""),
+                ("source.watermark: required key is missing",),
+                id="missing-key",
+            ),
+        ],
+    )
+    def test_bad_job_file(
+        self, run: Invoke, config_dir: Path, text: str, fragments: tuple[str, ...]
+    ) -> None:
+        """Each kind of mistake exits 2 with ``error: <file>: <where>: ...`` and no traceback."""
+        job = config_dir / "jobs" / "orders.yaml"
+        job.write_text(text)
+        assert_config_error(run("validate"), f"error: {job}: ", *fragments)
+
+    def test_duplicate_job_name(self, run: Invoke, config_dir: Path) -> None:
+        """Two files defining the same job name: exit 2 naming the second file and the first."""
+        first = config_dir / "jobs" / "orders.yaml"
+        second = config_dir / "jobs" / "orders_copy.yaml"
+        second.write_text("name: orders\n" + ORDERS_JOB)
+        assert_config_error(
+            run("validate"), f"error: {second}: name: ", "'orders'", f"already used by {first}"
+        )
+
+    def test_every_problem_reported(self, run: Invoke, config_dir: Path) -> None:
+        """Problems in several files are reported together, one ``error:`` line each."""
+        (config_dir / "jobs" / "orders.yaml").write_text(ORDERS_JOB + "colour: red\n")
+        (config_dir / "jobs" / "other.yaml").write_text(ORDERS_JOB + "batch_size: abc\n")
+        result = run("validate")
+        assert_config_error(result, "orders.yaml: colour: unknown key")
+        assert_config_error(result, "other.yaml: ")
+
+    def test_missing_jobs_dir(self, env: dict[str, str], tmp_path: Path) -> None:
+        """A config directory without ``jobs/`` exits 2 saying so."""
+        empty = tmp_path / "nowhere"
+        result = CliRunner().invoke(cli, ["--config", str(empty), "validate"])
+        assert_config_error(result, str(empty / "jobs"), "no such directory")
+
+    def test_no_job_files(self, env: dict[str, str], tmp_path: Path) -> None:
+        """An empty ``jobs/`` directory exits 2 saying there are no job files."""
+        (tmp_path / "empty" / "jobs").mkdir(parents=True)
+        result = CliRunner().invoke(cli, ["--config", str(tmp_path / "empty"), "validate"])
+        assert_config_error(result, "no job files")
+
+    def test_config_from_environment(
+        self, env: dict[str, str], config_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without ``--config``, AKKIOSYNC_CONFIG names the directory."""
+        monkeypatch.setenv("AKKIOSYNC_CONFIG", str(config_dir))
+        result = CliRunner().invoke(cli, ["validate"])
+        assert result.exit_code == 0, result.output
+        assert "1 job(s) valid" in result.stdout
+
+
+# -- sync --------------------------------------------------------------------------------------
+
+
+class TestSync:
+    """``sync`` sends each source row exactly once and exits 1 when a job fails."""
+
+    def test_first_sync_sends_every_row_once(self, run: Invoke, emulator: Emulator) -> None:
+        """Every row lands exactly once, in batches of at most 7, and the summary says so."""
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        dataset_id = only_dataset(emulator)
+        assert f"orders: ok, {ROWS} rows in " in result.stdout
+        assert f"to dataset {dataset_id}" in result.stdout
+        assert ids_in(emulator, dataset_id) == list(range(1, ROWS + 1))
+        first = emulator.rows(dataset_id)[0]
+        assert first == {
+            "id": 1,
+            "amount": 1.25,
+            "status": "paid",
+            "created_at": "2026-03-01T12:00:00",
+        }
+
+    def test_named_job(self, run: Invoke, emulator: Emulator) -> None:
+        """``sync orders`` runs just that job."""
+        result = run("sync", "orders")
+        assert result.exit_code == 0, result.output
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+
+    def test_second_sync_sends_nothing(self, run: Invoke, emulator: Emulator) -> None:
+        """With no new rows, a second sync sends 0 rows and adds no request for rows."""
+        run("sync")
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        assert "orders: ok, 0 rows in 0 batches" in result.stdout
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+
+    def test_only_new_rows_sent(self, run: Invoke, emulator: Emulator, db_url: str) -> None:
+        """Rows inserted after a sync, some tying the last watermark, are all that is sent next."""
+        run("sync")
+        # Ids 31 and 32 share created_at with ids 28-30 (31 // 4 == 7): ties across runs.
+        insert_orders(db_url, range(ROWS + 1, ROWS + 11))
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        assert "orders: ok, 10 rows" in result.stdout
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 11))
+
+    def test_unknown_job(self, run: Invoke, emulator: Emulator) -> None:
+        """An unknown job name exits 2, lists the known jobs and sends nothing."""
+        result = run("sync", "nope")
+        assert_config_error(result, "no such job: nope", "known jobs: orders")
+        assert emulator.request_count() == 0
+
+    def test_missing_api_key(
+        self, run: Invoke, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without AKKIO_API_KEY, sync exits 2 naming the variable."""
+        monkeypatch.delenv("AKKIO_API_KEY")
+        result = run("sync")
+        assert_config_error(result, "AKKIO_API_KEY")
+        assert emulator.request_count() == 0
+
+    def test_dropped_table_fails(self, run: Invoke, db_url: str) -> None:
+        """A source that cannot be read fails the job: exit 1 and ``FAILED`` on stderr."""
+        execute(db_url, "DROP TABLE orders")
+        result = run("sync")
+        assert result.exit_code == 1, result.output
+        assert "orders: FAILED: " in result.stderr
+        assert "Traceback" not in result.output
+
+    def test_wrong_api_key_fails_without_leaking(
+        self, run: Invoke, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rejected key fails the job (exit 1) and the key's value is printed nowhere."""
+        monkeypatch.setenv("AKKIO_API_KEY", WRONG_KEY)
+        result = run("sync")
+        assert result.exit_code == 1, result.output
+        assert "orders: FAILED: " in result.stderr
+        assert emulator.dataset_ids() == []
+        assert WRONG_KEY not in result.output
+        for args in (("status",), ("status", "--json"), ("logs",)):
+            shown = run(*args)
+            assert shown.exit_code == 0, shown.output
+            assert WRONG_KEY not in shown.output
+
+    def test_api_key_never_printed(self, run: Invoke) -> None:
+        """A working key appears in no command's output, debug logs included."""
+        commands = [
+            ("--log-level", "DEBUG", "sync"),
+            ("status",),
+            ("status", "--json"),
+            ("logs",),
+            ("validate", "--connect"),
+        ]
+        for args in commands:
+            result = run(*args)
+            assert result.exit_code == 0, result.output
+            assert API_KEY not in result.output, args
+
+
+# -- preview -----------------------------------------------------------------------------------
+
+
+class TestPreview:
+    """``preview`` shows the schema and the next records, and sends nothing."""
+
+    def test_schema_and_records(self, run: Invoke, emulator: Emulator) -> None:
+        """The planned schema, then ``--rows`` records as JSON lines in cursor order."""
+        result = run("preview", "orders", "--rows", "3")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert lines[:5] == [
+            "schema (would be created with):",
+            "  id: integer",
+            "  amount: float",
+            "  status: string",
+            "  created_at: date",
+        ]
+        assert "next 3 record(s) after the start:" in lines
+        records = json_lines(result.stdout)
+        assert [r["id"] for r in records] == [1, 2, 3]
+        assert set(records[0]) == {"id", "amount", "status", "created_at"}
+        assert emulator.dataset_ids() == []
+        assert emulator.request_count() == 0
+
+    def test_without_api_key(
+        self, run: Invoke, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Preview needs no API key: it never talks to Akkio."""
+        monkeypatch.delenv("AKKIO_API_KEY")
+        result = run("preview", "orders")
+        assert result.exit_code == 0, result.output
+        assert [r["id"] for r in json_lines(result.stdout)] == [1, 2, 3, 4, 5]
+        assert emulator.request_count() == 0
+
+    def test_after_sync_starts_at_cursor(
+        self, run: Invoke, emulator: Emulator, db_url: str
+    ) -> None:
+        """After a sync, the schema is the pinned one and the records start past the cursor."""
+        run("sync")
+        insert_orders(db_url, range(ROWS + 1, ROWS + 3))
+        requests = emulator.request_count()
+        result = run("preview", "orders", "--rows", "10")
+        assert result.exit_code == 0, result.output
+        assert "schema (pinned):" in result.stdout
+        assert [r["id"] for r in json_lines(result.stdout)] == [ROWS + 1, ROWS + 2]
+        assert emulator.request_count() == requests
+
+    def test_unknown_job(self, run: Invoke) -> None:
+        """Previewing a job no file defines exits 2."""
+        assert_config_error(run("preview", "nope"), "no such job: nope")
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def status_row(output: str, job: str) -> str:
+    """The line of ``status``'s table for ``job``."""
+    (line,) = [line for line in output.splitlines() if line.split()[:1] == [job]]
+    return line
+
+
+class TestStatus:
+    """``status`` shows each job's dataset, counters and last run, as a table or JSON."""
+
+    def test_before_any_run(self, run: Invoke) -> None:
+        """A configured job that never ran shows no dataset, 0 rows and ``never``."""
+        result = run("status")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[0].split() == [
+            "JOB", "DATASET", "ROWS", "SENT", "CURSOR", "LAST", "RUN", "RESULT",
+        ]  # fmt: skip
+        never_ran = ["orders", "-", "0", "-", "never", "-"]
+        assert status_row(result.stdout, "orders").split() == never_ran
+
+    def test_after_sync(self, run: Invoke, emulator: Emulator) -> None:
+        """After a sync: the dataset's name and id, rows sent, and a successful last run."""
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        result = run("status")
+        assert result.exit_code == 0, result.output
+        row = status_row(result.stdout, "orders")
+        assert f"Orders ({dataset_id})" in row
+        assert f" {ROWS} " in row
+        assert row.endswith("success")
+
+    def test_json(self, run: Invoke, emulator: Emulator) -> None:
+        """``--json`` prints one JSON object per job with the same facts."""
+        run("sync")
+        result = run("status", "--json")
+        assert result.exit_code == 0, result.output
+        (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+        assert row["job"] == "orders"
+        assert row["dataset"] == "Orders"
+        assert row["dataset_id"] == only_dataset(emulator)
+        assert row["rows_sent"] == ROWS
+        assert row["last_status"] == "success"
+        assert row["last_error"] is None
+
+    def test_json_before_any_run(self, run: Invoke) -> None:
+        """``--json`` before any run: 0 rows sent, no last run."""
+        (row,) = [json.loads(line) for line in run("status", "--json").stdout.splitlines()]
+        assert row["rows_sent"] == 0
+        assert row["last_run"] is None
+
+    def test_failed_run_shows_error(self, run: Invoke, db_url: str) -> None:
+        """A failed last run shows ``failed`` and its error."""
+        execute(db_url, "DROP TABLE orders")
+        run("sync")
+        result = run("status")
+        assert result.exit_code == 0, result.output
+        assert status_row(result.stdout, "orders").endswith("failed")
+        assert "orders: last error: " in result.stdout
+        (row,) = json_lines(run("status", "--json").stdout)
+        assert row["last_status"] == "failed"
+        assert row["last_error"]
+
+    def test_without_config(self, env: dict[str, str], tmp_path: Path) -> None:
+        """Without job files, status still answers from the store."""
+        result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nowhere"), "status"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "no jobs\n"
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+class TestLogs:
+    """``logs`` lists runs newest first, with their status and row counts."""
+
+    def test_no_runs(self, run: Invoke) -> None:
+        """With no runs recorded, it says so."""
+        result = run("logs")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "no runs yet\n"
+
+    def test_newest_first(self, run: Invoke) -> None:
+        """Two syncs: the second (0 rows) is listed before the first (all rows)."""
+        run("sync")
+        run("sync")
+        for args in (("logs",), ("logs", "orders")):
+            result = run(*args)
+            assert result.exit_code == 0, result.output
+            lines = result.stdout.splitlines()
+            assert len(lines) == 2
+            assert lines[0].startswith("#2 ")
+            assert " orders success 0 rows 0 batches " in lines[0]
+            assert lines[1].startswith("#1 ")
+            assert f" orders success {ROWS} rows 5 batches " in lines[1]
+
+    def test_failed_run_listed_with_error(self, run: Invoke, db_url: str) -> None:
+        """A failed run is listed as ``failed`` with its error."""
+        execute(db_url, "DROP TABLE orders")
+        run("sync")
+        (line,) = run("logs", "orders").stdout.splitlines()
+        assert " orders failed 0 rows " in line
+        assert " error: " in line
+
+    def test_other_job_has_none(self, run: Invoke) -> None:
+        """Asking for a job without runs says there are none."""
+        run("sync")
+        assert run("logs", "customers").stdout == "no runs yet\n"
+
+    def test_limit(self, run: Invoke) -> None:
+        """``--limit`` keeps the newest runs."""
+        for _ in range(3):
+            run("sync")
+        lines = run("logs", "--limit", "2").stdout.splitlines()
+        assert [line.split()[0] for line in lines] == ["#3", "#2"]
+
+
+# -- reset -------------------------------------------------------------------------------------
+
+
+class TestReset:
+    """``reset`` forgets a job's dataset and cursor, so the next sync starts over."""
+
+    def test_next_sync_starts_over(self, run: Invoke, emulator: Emulator) -> None:
+        """After ``reset --yes`` a sync creates a new dataset and sends every row to it."""
+        run("sync")
+        old = only_dataset(emulator)
+        result = run("reset", "orders", "--yes")
+        assert result.exit_code == 0, result.output
+        assert "orders: reset" in result.stdout
+        assert run("sync").exit_code == 0
+        old_again, new = emulator.dataset_ids()
+        assert old_again == old
+        assert ids_in(emulator, new) == list(range(1, ROWS + 1))
+        assert ids_in(emulator, old) == list(range(1, ROWS + 1))
+
+    def test_asks_first(self, run: Invoke, emulator: Emulator) -> None:
+        """Without ``--yes`` it asks; answering no aborts with exit 1 and changes nothing."""
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        result = run("reset", "orders", user_input="n\n")
+        assert result.exit_code == 1
+        assert f"Reset orders (dataset Orders {dataset_id}, {ROWS} rows sent)?" in result.output
+        assert "Aborted" in result.output
+        (row,) = json_lines(run("status", "--json").stdout)
+        assert row["dataset_id"] == dataset_id
+        assert row["rows_sent"] == ROWS
+        assert run("sync").stdout.startswith("orders: ok, 0 rows")
+
+    def test_confirmed_interactively(self, run: Invoke) -> None:
+        """Answering yes to the question resets."""
+        run("sync")
+        result = run("reset", "orders", user_input="y\n")
+        assert result.exit_code == 0, result.output
+        (row,) = json_lines(run("status", "--json").stdout)
+        assert row["dataset_id"] is None
+
+    def test_delete_dataset(self, run: Invoke, emulator: Emulator) -> None:
+        """``--delete-dataset`` also deletes the dataset on Akkio."""
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        result = run("reset", "orders", "--yes", "--delete-dataset")
+        assert result.exit_code == 0, result.output
+        assert f"orders: deleted dataset {dataset_id}" in result.stdout
+        assert emulator.dataset_ids() == []
+
+    @pytest.mark.parametrize("job", ["orders", "nope"])
+    def test_nothing_to_reset(self, run: Invoke, emulator: Emulator, job: str) -> None:
+        """A job that never synced (configured or not) has nothing to reset."""
+        result = run("reset", job, "--yes")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"{job}: nothing to reset\n"
+        assert emulator.request_count() == 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+class TestDemo:
+    """``demo`` runs the whole path on embedded defaults."""
+
+    def test_demo(self) -> None:
+        """It syncs twice and reports what landed in both datasets."""
+        result = CliRunner().invoke(cli, ["demo", "--rows", "50"])
+        assert result.exit_code == 0, result.output
+        assert "what landed" in result.stdout
+        assert "Demo customers (" in result.stdout
+        assert "Demo orders (" in result.stdout
+        assert "failed" not in result.stdout
+
+
+# -- as a real process -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_healthy(process: subprocess.Popen[bytes], url: str, deadline: float) -> None:
+    """Poll the emulator's health URL until it answers, the process dies or time runs out."""
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        try:  # waiting on the process paces the polling, and notices if it died
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"the emulator exited with {process.returncode}")
+    pytest.fail(f"the emulator did not answer {url} in time")
+
+
+class TestSubprocess:
+    """``python -m akkiosync`` works as a real process, against a real emulator process."""
+
+    def test_module_help(self, tmp_path: Path) -> None:
+        """``python -m akkiosync --help`` exits 0."""
+        result = subprocess.run(
+            [sys.executable, "-m", "akkiosync", "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("Usage: akkiosync ")
+
+    def test_sync_end_to_end(self, tmp_path: Path, config_dir: Path, db_url: str) -> None:
+        """An emulator process and a sync process: exit 0 and every row landed once."""
+        port, key = free_port(), "subprocess-key-4711"
+        base = f"http://127.0.0.1:{port}"
+        log = tmp_path / "emulator.log"
+        env = {
+            **os.environ,
+            "AKKIO_API_KEY": key,
+            "AKKIO_BASE_URL": f"{base}/v1",
+            "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
+            "ORDERS_DB_URL": db_url,
+        }
+        command = [sys.executable, "-m", "akkiosync"]
+        with log.open("wb") as log_file:
+            emulator = subprocess.Popen(
+                [*command, "emulator", "--port", str(port), "--api-key", key,
+                 "--data", str(tmp_path / "emulator.jsonl")],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )  # fmt: skip
+        try:
+            wait_healthy(emulator, f"{base}/_emulator/health", time.monotonic() + 30)
+            result = subprocess.run(
+                [*command, "--config", str(config_dir), "sync"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                check=False,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+            assert f"orders: ok, {ROWS} rows" in result.stdout
+            assert key not in result.stdout + result.stderr
+            with httpx.Client(base_url=base, timeout=5) as http:
+                listed = http.get("/v1/datasets", params={"api_key": key}).json()["datasets"]
+                assert [d["name"] for d in listed] == ["Orders"]
+                rows = http.get(
+                    "/_emulator/rows", params={"id": listed[0]["id"], "api_key": key}
+                ).json()["rows"]
+            assert sorted(row["id"] for row in rows) == list(range(1, ROWS + 1))
+        finally:
+            emulator.terminate()
+            emulator.wait(timeout=30)
+        assert key not in log.read_text()

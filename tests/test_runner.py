@@ -1,0 +1,370 @@
+"""End to end through the emulator: dataset creation, increments, values, failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from akkiosync.akkio import AkkioClient
+from akkiosync.config import Job
+from akkiosync.cursor import decode_cursor
+from akkiosync.emulator import Emulator
+from akkiosync.runner import Runner, preview
+from akkiosync.state import Store
+from tests.conftest import API_KEY
+
+MakeTable = Callable[..., sa.Table]
+MICRO_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+T0 = dt.datetime(2026, 5, 1, 8, 30, 0, 123456)  # noqa: DTZ001 - naive columns on purpose
+
+
+def make_job(url: str, table: str, **overrides: Any) -> Job:
+    """A job as a YAML file would define it."""
+    spec: dict[str, Any] = {
+        "name": "orders",
+        "source": {"url": url, "table": table, "watermark": "updated_at", "key": "id"},
+        "target": {"dataset": "Orders"},
+        "batch_size": 4,
+    }
+    spec.update(overrides)
+    return Job.model_validate(spec)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh checkpoint store."""
+    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
+        yield s
+
+
+@pytest.fixture
+def runner(store: Store, client: AkkioClient) -> Runner:
+    """A runner on the store and the in-process emulator."""
+    return Runner(store, client)
+
+
+@pytest.fixture
+def orders(engine: sa.Engine, make_table: MakeTable, table_name: str) -> sa.Table:
+    """An orders table with 10 rows, three per watermark value."""
+    table = make_table(
+        table_name,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("amount", sa.Numeric(10, 2)),
+        sa.Column("status", sa.String(20)),
+        sa.Column("updated_at", MICRO_DATETIME),
+    )
+    insert(engine, table, range(1, 11))
+    return table
+
+
+def insert(engine: sa.Engine, table: sa.Table, ids: range, at: dt.datetime = T0) -> None:
+    rows = [
+        {
+            "id": i,
+            "amount": Decimal(i * 100 + 1) / 100,
+            "status": "paid",
+            "updated_at": at + dt.timedelta(seconds=i // 3),
+        }
+        for i in ids
+    ]
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+
+
+def landed_ids(emulator: Emulator) -> list[int]:
+    (dataset_id,) = emulator.dataset_ids()
+    return [row["id"] for row in emulator.rows(dataset_id)]
+
+
+class TestFirstRun:
+    """The first run creates the dataset with the planned fields and sends every row."""
+
+    def test_creates_and_fills(
+        self, runner: Runner, store: Store, emulator: Emulator, db_url: str, orders: sa.Table
+    ) -> None:
+        """Every row lands once, in cursor order, and the dataset and schema are pinned."""
+        result = runner.run(make_job(db_url, orders.name))
+        assert result.ok, result.error
+        assert (result.rows_sent, result.batches) == (10, 3)
+        (dataset_id,) = emulator.dataset_ids()
+        assert landed_ids(emulator) == list(range(1, 11))
+        state = store.job_state("orders")
+        assert state.dataset_id == dataset_id == result.dataset_id
+        assert (state.rows_sent, state.batches_sent) == (10, 3)
+        assert decode_cursor(state.cursor_json or "").key == (10,)
+
+    def test_fields_and_types(
+        self, runner: Runner, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """Akkio sees exactly the schema's fields, with the types the values imply."""
+        runner.run(make_job(db_url, orders.name, columns={"rename": {"amount": "amount_usd"}}))
+        (ref,) = client.list_datasets()
+        info = client.get_dataset(ref.id)
+        assert ref.name == "Orders"
+        assert [(f.name, f.type) for f in info.fields] == [
+            ("id", "integer"),
+            ("amount_usd", "float"),
+            ("status", "string"),
+            ("updated_at", "date"),
+        ]
+        assert info.rows == 10
+
+    def test_existing_dataset_id(
+        self, runner: Runner, client: AkkioClient, emulator: Emulator, db_url: str, orders: sa.Table
+    ) -> None:
+        """``dataset_id`` adopts an existing dataset instead of creating one."""
+        ref = client.create_dataset("made by hand")
+        result = runner.run(make_job(db_url, orders.name, target={"dataset_id": ref.id}))
+        assert result.ok, result.error
+        assert emulator.dataset_ids() == [ref.id]
+        assert len(emulator.rows(ref.id)) == 10
+
+
+class TestIncrements:
+    """Later runs send only what is new since the checkpoint."""
+
+    def test_second_run_sends_only_new_rows(
+        self, runner: Runner, emulator: Emulator, engine: sa.Engine, db_url: str, orders: sa.Table
+    ) -> None:
+        """New rows, including ones tied with the last watermark, are sent once; nothing else."""
+        job = make_job(db_url, orders.name)
+        runner.run(job)
+        # id 11 shares the last watermark (T0 + 3s) with ids 9 and 10; 12-14 come later.
+        insert(engine, orders, range(11, 15))
+        second = runner.run(job)
+        third = runner.run(job)
+        assert (second.rows_sent, third.rows_sent) == (4, 0)
+        assert third.ok
+        assert landed_ids(emulator) == list(range(1, 15))
+
+    def test_updated_row_is_sent_again(
+        self, runner: Runner, emulator: Emulator, engine: sa.Engine, db_url: str, orders: sa.Table
+    ) -> None:
+        """A row whose watermark moves forward is a new version and is sent again."""
+        job = make_job(db_url, orders.name)
+        runner.run(job)
+        with engine.begin() as conn:
+            conn.execute(
+                orders.update()
+                .where(orders.c.id == 2)
+                .values(status="refunded", updated_at=T0 + dt.timedelta(hours=1))
+            )
+        assert runner.run(job).rows_sent == 1
+        (dataset_id,) = emulator.dataset_ids()
+        assert emulator.rows(dataset_id)[-1]["status"] == "refunded"
+
+
+class TestValues:
+    """Values arrive JSON-safe and keep their types."""
+
+    def test_common_types(
+        self,
+        runner: Runner,
+        emulator: Emulator,
+        engine: sa.Engine,
+        make_table: MakeTable,
+        table_name: str,
+        db_url: str,
+    ) -> None:
+        """Big integers, decimals, booleans, dates, microseconds and NULL, on every database."""
+        table = make_table(
+            table_name,
+            sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("price", sa.Numeric(12, 4)),
+            sa.Column("flag", sa.Boolean),
+            sa.Column("day", sa.Date),
+            sa.Column("note", sa.String(50)),
+            sa.Column("updated_at", MICRO_DATETIME),
+        )
+        big = 2**53 + 1
+        with engine.begin() as conn:
+            conn.execute(
+                table.insert(),
+                [
+                    {"id": big, "price": Decimal("1234.5678"), "flag": True,
+                     "day": dt.date(2026, 2, 28), "note": "héllo \"q\"", "updated_at": T0},
+                    {"id": 1, "price": None, "flag": None, "day": None, "note": None,
+                     "updated_at": T0 + dt.timedelta(microseconds=1)},
+                ],
+            )  # fmt: skip
+        assert runner.run(make_job(db_url, table_name)).ok
+        (dataset_id,) = emulator.dataset_ids()
+        first, second = emulator.rows(dataset_id)
+        assert first == {
+            "id": big,
+            "price": 1234.5678,
+            "flag": True,
+            "day": "2026-02-28",
+            "note": 'héllo "q"',
+            "updated_at": "2026-05-01T08:30:00.123456",
+        }
+        assert second == {
+            "id": 1, "price": None, "flag": None, "day": None, "note": None,
+            "updated_at": "2026-05-01T08:30:00.123457",
+        }  # fmt: skip
+
+    def test_postgres_types(
+        self,
+        runner: Runner,
+        emulator: Emulator,
+        postgres_url: str,
+        tmp_path: Path,
+    ) -> None:
+        """timestamptz keeps its offset; UUID/JSONB/bytea/arrays become strings; NaN is null."""
+        engine = sa.create_engine(postgres_url)
+        metadata = sa.MetaData()
+        table = sa.Table(
+            f"t_{uuid.uuid4().hex[:10]}",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("uid", postgresql.UUID(as_uuid=True)),
+            sa.Column("doc", postgresql.JSONB),
+            sa.Column("blob", postgresql.BYTEA),
+            sa.Column("tags", postgresql.ARRAY(sa.Text)),
+            sa.Column("score", sa.Float),
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        )
+        metadata.create_all(engine)
+        uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("SET TIME ZONE 'UTC'"))
+                conn.execute(
+                    table.insert(),
+                    [{"id": 1, "uid": uid, "doc": {"a": [1, 2]}, "blob": b"\x00\xff",
+                      "tags": ["x", "y"], "score": float("nan"),
+                      "updated_at": dt.datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=kolkata)}],
+                )  # fmt: skip
+            assert runner.run(make_job(postgres_url, table.name)).ok
+        finally:
+            metadata.drop_all(engine)
+            engine.dispose()
+        (dataset_id,) = emulator.dataset_ids()
+        (row,) = emulator.rows(dataset_id)
+        assert row["uid"] == str(uid)
+        assert json.loads(row["doc"]) == {"a": [1, 2]}
+        assert row["blob"] == "AP8="
+        assert json.loads(row["tags"]) == ["x", "y"]
+        assert row["score"] is None
+        # The same instant, with an offset (the session's zone decides which one).
+        sent = dt.datetime.fromisoformat(row["updated_at"])
+        assert sent.utcoffset() is not None
+        assert sent == dt.datetime(2026, 1, 1, 6, 30, 0, 5, tzinfo=dt.UTC)
+
+
+class _FailingAdds(httpx.BaseTransport):
+    """Passes requests to the emulator, but answers 500 to the add-rows calls numbered in ``fail``
+    (before the emulator sees them, so those rows do not land)."""
+
+    def __init__(self, emulator: Emulator, fail: set[int]) -> None:
+        self._inner = emulator.transport()
+        self._fail = fail
+        self.adds = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and b'"rows"' in request.content:
+            self.adds += 1
+            if self.adds in self._fail:
+                return httpx.Response(500, json={"status": "error", "message": "boom"})
+        return self._inner.handle_request(request)
+
+
+class TestFailures:
+    """A failed run keeps the last good checkpoint and says why in the run history."""
+
+    def test_failed_batch_keeps_checkpoint(
+        self, store: Store, emulator: Emulator, db_url: str, orders: sa.Table
+    ) -> None:
+        """A refused batch ends the run; the next run resumes after the last accepted batch."""
+        transport = _FailingAdds(emulator, fail={2})
+        with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as client:
+            runner = Runner(store, client)
+            job = make_job(db_url, orders.name)
+            failed = runner.run(job)
+            assert not failed.ok
+            assert "HTTP 500" in (failed.error or "")
+            assert (failed.rows_sent, store.job_state("orders").rows_sent) == (4, 4)
+            (last,) = store.runs("orders")
+            assert (last.status, last.rows_sent) == ("failed", 4)
+            assert "boom" in (last.error or "")
+            assert runner.run(job).ok
+        assert landed_ids(emulator) == list(range(1, 11))
+
+    def test_deleted_dataset(
+        self, runner: Runner, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """If the pinned dataset disappears, the run fails with a message that points to reset."""
+        job = make_job(db_url, orders.name)
+        first = runner.run(job)
+        assert first.dataset_id is not None
+        client.delete_dataset(first.dataset_id)
+        result = runner.run(job)
+        assert not result.ok
+        assert "no longer exists" in (result.error or "")
+        assert "akkiosync reset orders" in (result.error or "")
+
+    def test_dropped_column(
+        self, runner: Runner, engine: sa.Engine, db_url: str, orders: sa.Table
+    ) -> None:
+        """A column of the pinned schema that disappears from the source fails the run clearly."""
+        job = make_job(db_url, orders.name)
+        runner.run(job)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {orders.name} DROP COLUMN status"))
+        result = runner.run(job)
+        assert not result.ok
+        assert "status" in (result.error or "")
+        assert "no longer exist" in (result.error or "")
+
+    def test_added_column_is_ignored(
+        self,
+        runner: Runner,
+        emulator: Emulator,
+        engine: sa.Engine,
+        db_url: str,
+        orders: sa.Table,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A new source column is not sent (the dataset's keys are fixed) and a warning says so."""
+        job = make_job(db_url, orders.name)
+        runner.run(job)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {orders.name} ADD COLUMN extra INTEGER"))
+        insert(engine, orders, range(11, 13), at=T0 + dt.timedelta(days=1))
+        result = runner.run(job)
+        assert result.ok, result.error
+        assert "extra" in caplog.text
+        (dataset_id,) = emulator.dataset_ids()
+        assert all("extra" not in row for row in emulator.rows(dataset_id))
+
+    def test_password_never_stored(self, runner: Runner, store: Store, postgres_url: str) -> None:
+        """A database error does not carry the URL's password into the run history."""
+        secret = "s3cret-pw"  # noqa: S105 - the value the test looks for, not a credential
+        url = sa.make_url(postgres_url).set(password=secret, database="no_such_db_here")
+        result = runner.run(make_job(url.render_as_string(hide_password=False), "orders"))
+        assert not result.ok
+        assert "s3cret-pw" not in (result.error or "")
+        assert all("s3cret-pw" not in (run.error or "") for run in store.runs())
+
+
+class TestPreview:
+    """Preview shows the schema and the next records and sends nothing."""
+
+    def test_preview(self, store: Store, emulator: Emulator, db_url: str, orders: sa.Table) -> None:
+        """The planned schema and the first records, with no request to Akkio."""
+        shown = preview(make_job(db_url, orders.name), store, limit=3)
+        assert [f.name for f in shown.schema.fields] == ["id", "amount", "status", "updated_at"]
+        assert [r["id"] for r in shown.records] == [1, 2, 3]
+        assert not shown.pinned
+        assert emulator.request_count() == 0
