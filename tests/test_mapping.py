@@ -290,10 +290,13 @@ class TestNewColumns:
         schema = plan_schema(columns)
         assert new_columns(schema, columns[:2]) == []
 
-    def test_excluded_columns_count_as_not_sent(self, columns: list[SourceColumn]) -> None:
-        """new_columns knows nothing of exclude: an excluded column is reported too."""
+    def test_excluded_columns_are_not_reported(self, columns: list[SourceColumn]) -> None:
+        """Columns the job leaves out on purpose (exclude, or not in include) are not "new"."""
         schema = plan_schema(columns, exclude=["blob"])
         assert new_columns(schema, columns) == ["blob"]
+        assert new_columns(schema, columns, exclude=["blob"]) == []
+        narrow = plan_schema(columns, include=["id"])
+        assert new_columns(narrow, columns, include=["id"]) == []
 
 
 class TestRecordShape:
