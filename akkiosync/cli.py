@@ -186,7 +186,9 @@ def status(app: App, *, as_json: bool) -> None:
     """Per job: dataset, rows sent, cursor, and the last run with its result."""
     try:
         configured = [job.name for job in app.jobs()]
-    except ConfigError:
+    except ConfigError as exc:  # the store still tells what happened; say why jobs are missing
+        for line in redact(str(exc)).splitlines():
+            click.echo(f"warning: {line}", err=True)
         configured = []
     with app.store() as store:
         states = {s.job: s for s in store.job_states()}
@@ -281,7 +283,6 @@ def reset(app: App, name: str, *, yes: bool, delete_dataset: bool) -> None:
 def emulator(host: str, port: int, api_key: str, data: Path | None) -> None:
     """Serve a local Akkio-compatible API (for trying things out and for tests)."""
     emu = emulator_module.Emulator(api_key=api_key, data_file=data)
-    click.echo(f"Akkio emulator on http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     emulator_module.serve_forever(emu, host, port)
 
 

@@ -438,7 +438,12 @@ def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Emulato
 def serve_forever(emulator: Emulator, host: str, port: int) -> None:
     """Serve `emulator` in this thread until interrupted (the ``akkiosync emulator`` command)."""
     with _Server((host, port), emulator) as server:
-        _log.info("Akkio emulator on http://%s:%d%s", host, server.server_port, API_PREFIX)
+        _log.info(
+            "Akkio emulator on http://%s:%d%s (Ctrl-C to stop)",
+            host,
+            server.server_port,
+            API_PREFIX,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:
