@@ -2,8 +2,13 @@
 
 One URL serves every action; the fields sent pick it. GET carries ``api_key`` in the query
 string (that is how Akkio reads it); POST and DELETE carry every field in a JSON body, so the
-key stays out of URLs whenever it can. Every failure is mapped to ``errors`` in ``_error_for``;
-nothing here retries (the runner does).
+key stays out of URLs whenever it can. Every failure is mapped to ``errors`` in ``_error_for``
+and ``_transport_error``, which also decide ``maybe_landed``.
+
+Every try first waits for the rate limiter, if any. A retriable failure is tried again (after
+the ``RetryPolicy``'s backoff, honouring ``Retry-After``) only when it provably changed nothing:
+any failure of a GET, and a 429 or connect error of a POST or DELETE. A failure that may have
+landed is raised at once: only the caller can reconcile it, from the dataset's row count.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import importlib.metadata
 import json
 import logging
 import math
+import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -30,6 +36,7 @@ from akkiosync.errors import (
     AkkioTransportError,
     DatasetNotFoundError,
 )
+from akkiosync.pacing import RateLimiter, RetryPolicy
 from akkiosync.redact import redact, register_secret
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 _AUTH_MESSAGE = re.compile(r"api[ _-]?key", re.IGNORECASE)
 _NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist|no such|unknown dataset", re.I)
+# Transport failures raised before any byte of the request could leave this process.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +86,17 @@ class AkkioClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         register_secret(api_key)
         self._api_key = api_key
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._limiter = limiter
+        self._sleep = sleep
+        self._rand = rand
         self._url = f"{base_url.rstrip('/')}/datasets"
         self._path = httpx.URL(self._url).path
         self._client = httpx.Client(
@@ -118,7 +135,7 @@ class AkkioClient:
     def add_rows(self, dataset_id: str, rows: Sequence[Mapping[str, object]]) -> None:
         """Append ``rows`` in one request (nothing is sent for no rows).
 
-        An ``AkkioTransportError`` means the rows may or may not have landed: reconcile.
+        An error with ``maybe_landed`` means the rows may or may not have landed: reconcile.
         """
         if not rows:
             return
@@ -143,9 +160,31 @@ class AkkioClient:
     def _call(
         self, method: str, action: str, fields: dict[str, object], *, dataset_call: bool = False
     ) -> dict[str, Any]:
+        """Try a request until it succeeds, fails for good, or may have landed; see the module."""
+        attempts = self._retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send(method, action, fields, dataset_call=dataset_call)
+            except AkkioRetriableError as exc:
+                if exc.maybe_landed or attempt == attempts:
+                    raise
+                wait = self._retry.delay(attempt, exc.retry_after, self._rand)
+                logger.warning(
+                    "%s (attempt %d of %d); retrying in %.2fs",
+                    redact(str(exc)), attempt, attempts, wait,
+                )  # fmt: skip
+                self._sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _send(
+        self, method: str, action: str, fields: dict[str, object], *, dataset_call: bool
+    ) -> dict[str, Any]:
         """Send one request and return its successful JSON body, or raise the mapped error."""
         where = f"{method} /datasets ({action})"
+        changes = method != "GET"
         fields = {"api_key": self._api_key, **fields}
+        if self._limiter is not None:
+            self._limiter.acquire()
         start = time.perf_counter()
         try:
             if method == "GET":
@@ -159,22 +198,35 @@ class AkkioClient:
                 response = self._client.request(method, self._url, content=content, headers=headers)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             elapsed = time.perf_counter() - start
-            reason = redact(f"{type(exc).__name__}: {exc}")
-            logger.debug("%s %s failed after %.3fs: %s", method, self._path, elapsed, reason)
+            lost = _transport_error(exc, where, changes=changes)
+            logger.debug("%s %s failed after %.3fs: %s", method, self._path, elapsed, lost)
             # ``from None``: the httpx error holds the request, whose URL may carry the key.
-            raise AkkioTransportError(redact(f"{where}: {reason}")) from None
+            raise lost from None
         elapsed = time.perf_counter() - start
         logger.debug("%s %s -> %d in %.3fs", method, self._path, response.status_code, elapsed)
-        error, body = _error_for(response, where, dataset_call=dataset_call)
+        error, body = _error_for(response, where, dataset_call=dataset_call, changes=changes)
         if error is not None:
             raise error
         return body
 
 
+def _transport_error(
+    exc: httpx.TransportError | httpx.DecodingError, where: str, *, changes: bool
+) -> AkkioTransportError:
+    """Map a request that got no (complete) answer; it may have landed unless it never left."""
+    reason = redact(f"{type(exc).__name__}: {exc}")
+    landed = changes and not isinstance(exc, _NEVER_SENT)
+    return AkkioTransportError(redact(f"{where}: {reason}"), maybe_landed=landed)
+
+
 def _error_for(
-    response: httpx.Response, where: str, *, dataset_call: bool
+    response: httpx.Response, where: str, *, dataset_call: bool, changes: bool
 ) -> tuple[AkkioError | None, dict[str, Any]]:
-    """Map an answer to the error it means (or None), and its JSON object body (or {})."""
+    """Map an answer to the error it means (or None), and its JSON object body (or {}).
+
+    ``changes``: the request changes data (POST, DELETE), so a 5xx or an unreadable 2xx may
+    have been applied (``maybe_landed``); a 429 or another 4xx was not.
+    """
     status = response.status_code
     try:
         parsed = response.json()
@@ -185,15 +237,22 @@ def _error_for(
     success = body.get("status") == "success"
     message = _server_message(body) if readable else " ".join(response.text.split())[:200]
 
-    def fail(cls: type[AkkioError], reason: str) -> tuple[AkkioError, dict[str, Any]]:
-        return cls(redact(f"{where}: HTTP {status}: {reason}"), status_code=status), body
+    def fail(
+        cls: type[AkkioError], reason: str, *, landed: bool = False
+    ) -> tuple[AkkioError, dict[str, Any]]:
+        text = redact(f"{where}: HTTP {status}: {reason}")
+        return cls(text, status_code=status, maybe_landed=changes and landed), body
 
     if status in (401, 403) or (readable and not success and _AUTH_MESSAGE.search(message)):
         return fail(AkkioAuthError, message or "missing or invalid API key")
     if status == 429 or status >= 500:
         retry_after = _retry_after(response.headers.get("Retry-After"))
         text = redact(f"{where}: HTTP {status}: {message or response.reason_phrase}")
-        return AkkioRetriableError(text, status_code=status, retry_after=retry_after), body
+        landed = changes and status != 429  # a 429 refused the request before doing anything
+        error = AkkioRetriableError(
+            text, status_code=status, retry_after=retry_after, maybe_landed=landed
+        )
+        return error, body
     # Only Akkio's own JSON can say the dataset is gone: a plain "404 Not Found" page comes from
     # something in front of it (a wrong base URL), and misreading it could get a job reset.
     gone = status == 404 or (not success and _NOT_FOUND_MESSAGE.search(message) is not None)
@@ -203,7 +262,9 @@ def _error_for(
         return fail(AkkioFatalError, message or response.reason_phrase)
     if not readable:
         # The request may have landed: the caller must reconcile, as after a lost answer.
-        return fail(AkkioTransportError, f"unreadable answer: {message or 'empty body'}")
+        return fail(
+            AkkioTransportError, f"unreadable answer: {message or 'empty body'}", landed=True
+        )
     if not success:
         return fail(AkkioFatalError, message or "answer has no 'success' status")
     return None, body

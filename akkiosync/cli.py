@@ -14,15 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from akkiosync import emulator as emulator_module
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
 from akkiosync.cursor import decode_cursor
+from akkiosync.dataset import planned_schema
+from akkiosync.delivery import ReconcilePolicy
 from akkiosync.demo import run_demo
 from akkiosync.errors import AkkioSyncError, ConfigError
+from akkiosync.pacing import RetryPolicy, limiter_for
+from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
-from akkiosync.runner import Runner, make_source, planned_schema, preview
+from akkiosync.runner import Runner, RunResult
+from akkiosync.source import make_source
 from akkiosync.state import RunRecord, Store
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -60,7 +66,32 @@ class App:
         return select_jobs(jobs, names)
 
     def client(self) -> AkkioClient:
-        return AkkioClient(self.settings.api_key(), self.settings.akkio_base_url)
+        settings = self.settings
+        key = settings.api_key()
+        return AkkioClient(
+            key,
+            settings.akkio_base_url,
+            timeout=httpx.Timeout(settings.akkio_timeout, connect=settings.akkio_connect_timeout),
+            retry=self.retry,
+            limiter=limiter_for(key, settings.akkio_rate_limit),
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.settings.akkio_max_attempts)
+
+    def runner(self, store: Store, client: AkkioClient, lock_wait: float = 0.0) -> Runner:
+        settings = self.settings
+        return Runner(
+            store,
+            client,
+            locks=settings.locks_dir,
+            lock_wait=lock_wait,
+            retry=self.retry,
+            reconcile=ReconcilePolicy(
+                reads=settings.akkiosync_reconcile_reads, wait=settings.akkiosync_reconcile_wait
+            ),
+        )
 
     @contextmanager
     def store(self) -> Iterator[Store]:
@@ -110,24 +141,34 @@ pass_app = click.make_pass_decorator(App)
 
 @cli.command()
 @click.argument("names", nargs=-1)
+@click.option(
+    "--wait",
+    default=0.0,
+    type=click.FloatRange(0),
+    help="Seconds to wait for a job that another process is running (default: skip it).",
+)
 @pass_app
-def sync(app: App, names: tuple[str, ...]) -> None:
+def sync(app: App, names: tuple[str, ...], wait: float) -> None:
     """Run jobs now, once each, to the end of their sources (all jobs if none are named)."""
     jobs = app.jobs(names)
     with app.store() as store, app.client() as client:
-        runner = Runner(store, client)
+        runner = app.runner(store, client, lock_wait=wait)
         results = [runner.run(job) for job in jobs]
     for result in results:
-        if result.ok:
-            click.echo(
-                f"{result.job}: ok, {result.rows_sent} rows in {result.batches} batches "
-                f"to dataset {result.dataset_id} ({result.seconds:.2f}s)"
-            )
-        else:
-            click.echo(f"{result.job}: FAILED: {result.error}", err=True)
-    failed = [r for r in results if not r.ok]
-    if failed:
+        click.echo(_result_line(result), err=not result.ok)
+    if any(not r.ok for r in results):
         sys.exit(1)
+
+
+def _result_line(result: RunResult) -> str:
+    if result.status == "skipped":
+        return f"{result.job}: SKIPPED: {result.error}"
+    if not result.ok:
+        return f"{result.job}: FAILED: {result.error}"
+    return (
+        f"{result.job}: ok, {result.rows_sent} rows in {result.batches} batches "
+        f"to dataset {result.dataset_id} ({result.seconds:.2f}s)"
+    )
 
 
 @cli.command()
@@ -147,11 +188,8 @@ def validate(app: App, *, connect: bool) -> None:
                 "watermark changes (a unique key is recommended)"
             )
         if connect:
-            source = make_source(job)
-            try:
+            with make_source(job.source) as source:
                 schema = planned_schema(job, source.columns())
-            finally:
-                source.close()
             fields = ", ".join(f"{f.name}:{f.type}" for f in schema.fields)
             click.echo(f"  source ok; fields: {fields}")
     click.echo(f"{len(jobs)} job(s) valid")

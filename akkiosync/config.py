@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from dotenv import dotenv_values
@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     akkio_base_url: str = DEFAULT_BASE_URL
     akkiosync_config: Path = Path("config")
     akkiosync_state: Path = Path("state/akkiosync.db")
+    akkio_timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds to wait for an answer
+    akkio_connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    akkio_rate_limit: Annotated[float, Field(gt=0)] = 5.0  # requests per second per API key
+    akkio_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    akkiosync_reconcile_reads: Annotated[int, Field(ge=1, le=20)] = 3
+    akkiosync_reconcile_wait: Annotated[float, Field(ge=0)] = 0.5
+
+    @property
+    def locks_dir(self) -> Path:
+        """The per-job run locks: beside the store, which every syncing process shares."""
+        return self.akkiosync_state.with_name(self.akkiosync_state.name + ".locks")
 
     def api_key(self) -> str:
         """The API key, or a ``ConfigError`` saying how to set it."""
@@ -135,6 +146,7 @@ class Job(_Model):
     source: SourceSpec
     target: TargetSpec
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    on_mismatch: Literal["fail", "resend"] = "fail"
     columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
     path: Path | None = Field(default=None, exclude=True)
 

@@ -10,12 +10,23 @@ same thing is tried again later; the others will not. ``exit_code`` is what the 
     │   └── SourceUnavailableError retriable: connection refused or dropped
     ├── SchemaError                the source no longer matches the dataset's pinned schema
     ├── StateError                 the checkpoint store is unusable
-    └── AkkioError                 Akkio's API failed
-        ├── AkkioRetriableError    retriable: 429, 5xx
-        │   └── AkkioTransportError   retriable: no (complete) answer; the request may have landed
+    ├── DeliveryMismatchError      the dataset's row count fits neither "landed" nor "not
+    │                              landed": an operator must decide (see delivery)
+    └── AkkioError                 Akkio's API failed; maybe_landed: it may have been applied
+        ├── AkkioRetriableError    retriable: 429, 5xx (maybe_landed for a POST/DELETE's 5xx)
+        │   └── AkkioTransportError   retriable: no (complete) answer; maybe_landed unless it
+        │                             provably never left (connect errors, pool timeout)
         └── AkkioFatalError        a request Akkio refuses: other 4xx, a non-"success" body
             ├── AkkioAuthError     the API key is missing or invalid
             └── DatasetNotFoundError  the pinned dataset no longer exists
+
+Every ``AkkioError`` also says whether the request may have been applied although it failed:
+``maybe_landed`` is True only for a request that changes data (POST, DELETE) that failed after it
+could have reached Akkio: a 5xx answer, an unreadable 2xx answer, or a transport error once the
+request could be on its way (read/write timeout, connection reset or closed while waiting). It
+is False for every GET, for 429 (rate limited: not processed), for other 4xx, and for transport
+errors that prove nothing was sent (``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``).
+A failure with ``maybe_landed`` must not be blindly resent: reconcile by reading the dataset.
 
 Messages never contain secrets: build them from redacted parts (see ``redact``).
 """
@@ -58,12 +69,20 @@ class StateError(AkkioSyncError):
     """The checkpoint store is unusable (corrupt, newer schema version, locked)."""
 
 
+class DeliveryMismatchError(AkkioSyncError):
+    """Whether a batch (or a dataset creation) landed cannot be told: someone else writes to
+    the dataset, or Akkio counts lazily. Sending again could duplicate rows, so the job stops."""
+
+
 class AkkioError(AkkioSyncError):
     """Akkio's API did not do what was asked."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, maybe_landed: bool = False
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.maybe_landed = maybe_landed
 
 
 class AkkioRetriableError(AkkioError):
@@ -77,13 +96,14 @@ class AkkioRetriableError(AkkioError):
         *,
         status_code: int | None = None,
         retry_after: float | None = None,
+        maybe_landed: bool = False,
     ) -> None:
-        super().__init__(message, status_code=status_code)
+        super().__init__(message, status_code=status_code, maybe_landed=maybe_landed)
         self.retry_after = retry_after
 
 
 class AkkioTransportError(AkkioRetriableError):
-    """No complete answer arrived (timeout, reset): the request may or may not have landed."""
+    """No complete answer arrived (timeout, reset): see ``maybe_landed`` for whether it may have."""
 
 
 class AkkioFatalError(AkkioError):

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -56,6 +56,32 @@ def open_engine(url: str) -> Engine:
         return sa.create_engine(engine_url(url), pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as exc:
         raise SourceError(f"cannot use database URL {redact(url)}: {redact(str(exc))}") from None
+
+
+class SourceSpec(Protocol):
+    """What opening a source needs (the job file's ``source:`` section satisfies it)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def table(self) -> str | None: ...
+    @property
+    def query(self) -> str | None: ...
+    @property
+    def watermark(self) -> str: ...
+    @property
+    def key(self) -> tuple[str, ...]: ...
+
+
+def make_source(spec: SourceSpec) -> Source:
+    """A source on a fresh engine; the caller closes it."""
+    return Source(
+        open_engine(spec.url),
+        watermark=spec.watermark,
+        key=spec.key,
+        table=spec.table,
+        query=spec.query,
+    )
 
 
 def source_error(exc: SQLAlchemyError, doing: str) -> SourceError:

@@ -1,25 +1,27 @@
 """The checkpoint store: each job's dataset, schema, cursor and counters, and every run.
 
 SQLAlchemy Core on SQLite in WAL mode, with portable Core types only, so that a PostgreSQL store
-needs no rewrite. The schema version lives in ``meta``; ``MIGRATIONS`` upgrades it one
-transaction per step. Every public method is one short transaction: a crash leaves each write
+needs no rewrite. The tables and their migrations are in ``state_schema``; each migration runs
+in a transaction of its own. Every public method is one short transaction: a crash leaves each write
 whole or absent. The JSON columns are opaque text whose meaning belongs to the runner. The store
 never reads the clock (callers pass ``now``) and never holds a secret (error texts are redacted).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from akkiosync import state_schema as schema
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
 
@@ -37,6 +39,35 @@ class JobState:
     cursor_json: str | None = None
     rows_sent: int = 0
     batches_sent: int = 0
+    rows_at_pin: int = 0
+
+    @property
+    def rows_expected(self) -> int:
+        """The dataset's row count if this job alone wrote to it since it was pinned."""
+        return self.rows_at_pin + self.rows_sent
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A batch about to be sent: enough to decide after a crash whether it landed."""
+
+    job: str
+    dataset_id: str
+    rows: int
+    rows_before: int
+    cursor_before: str | None
+    cursor_after: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """A dataset about to be created, with the ids that name already had before."""
+
+    job: str
+    dataset_name: str
+    known_ids: tuple[str, ...]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,84 +86,6 @@ class RunRecord:
     cursor_after: str | None
     error: str | None
 
-
-class _Timestamp(sa.TypeDecorator[datetime]):
-    """An aware datetime as fixed-width ISO 8601 text in UTC: lossless, portable, sortable."""
-
-    impl = sa.String(32)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> str | None:
-        return None if value is None else _utc(value).isoformat(timespec="microseconds")
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
-
-
-def _utc(value: datetime) -> datetime:
-    if value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()}: the store needs an aware one")
-    return value.astimezone(UTC)
-
-
-# SQLite makes only INTEGER PRIMARY KEY an auto-incrementing rowid; elsewhere a BIGINT is wanted.
-_ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def _define_v1(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """The tables of schema version 1. Frozen: a later change gets its own migration."""
-    jobs = sa.Table(
-        "jobs",
-        metadata,
-        sa.Column("name", sa.String(255), primary_key=True),
-        sa.Column("dataset_id", sa.String(255)),
-        sa.Column("dataset_name", sa.String(255)),
-        sa.Column("schema_json", sa.Text),
-        sa.Column("cursor_json", sa.Text),
-        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("batches_sent", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("updated_at", _Timestamp, nullable=False),
-    )
-    runs = sa.Table(
-        "runs",
-        metadata,
-        sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
-        sa.Column("job", sa.String(255), nullable=False),
-        sa.Column("started_at", _Timestamp, nullable=False),
-        sa.Column("ended_at", _Timestamp),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("rows_read", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("batches", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("cursor_before", sa.Text),
-        sa.Column("cursor_after", sa.Text),
-        sa.Column("error", sa.Text),
-        sa.CheckConstraint("status IN ('running', 'success', 'failed')", name="ck_runs_status"),
-        sa.Index("ix_runs_job_id", "job", "id"),
-    )
-    return jobs, runs
-
-
-# The tables as the code queries them: today exactly version 1. When a migration changes a
-# table, define its current shape here and leave _define_v1 as it was.
-_metadata = sa.MetaData()
-_meta = sa.Table(
-    "meta",
-    _metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-_jobs, _runs = _define_v1(_metadata)
-
-
-def _create_v1(connection: sa.Connection) -> None:
-    metadata = sa.MetaData()
-    _define_v1(metadata)
-    metadata.create_all(connection, checkfirst=False)
-
-
-# MIGRATIONS[n] upgrades a store from schema version n to n + 1. Append only.
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_create_v1,)
 
 _PRAGMAS = (
     "PRAGMA busy_timeout = 30000",  # first, so that switching to WAL waits for other openers
@@ -213,72 +166,148 @@ class Store:
     def _migrate(self) -> None:
         while True:
             with self._transaction(write=True) as connection:
-                _meta.create(connection, checkfirst=True)
+                schema.meta.create(connection, checkfirst=True)
                 version = _schema_version(connection)
-                if version > len(MIGRATIONS):
+                if version > len(schema.MIGRATIONS):
                     raise StateError(
                         f"checkpoint store {self._name} has schema version {version}, newer than "
-                        f"this akkiosync knows ({len(MIGRATIONS)}): upgrade akkiosync"
+                        f"this akkiosync knows ({len(schema.MIGRATIONS)}): upgrade akkiosync"
                     )
-                if version == len(MIGRATIONS):
+                if version == len(schema.MIGRATIONS):
                     return
-                MIGRATIONS[version](connection)
-                connection.execute(sa.delete(_meta).where(_meta.c.key == "schema_version"))
+                schema.MIGRATIONS[version](connection)
                 connection.execute(
-                    sa.insert(_meta).values(key="schema_version", value=str(version + 1))
+                    sa.delete(schema.meta).where(schema.meta.c.key == "schema_version")
+                )
+                connection.execute(
+                    sa.insert(schema.meta).values(key="schema_version", value=str(version + 1))
                 )
 
     def job_state(self, job: str) -> JobState:
         """The job's state; defaults (all ``None``/0) for a job the store does not know."""
         with self._transaction() as connection:
-            row = connection.execute(sa.select(_jobs).where(_jobs.c.name == job)).one_or_none()
+            row = connection.execute(
+                sa.select(schema.jobs).where(schema.jobs.c.name == job)
+            ).one_or_none()
         return JobState(job=job) if row is None else _job_state(row)
 
     def job_states(self) -> list[JobState]:
         """Every job the store knows, ordered by name."""
         with self._transaction() as connection:
-            rows = connection.execute(sa.select(_jobs).order_by(_jobs.c.name)).all()
+            rows = connection.execute(sa.select(schema.jobs).order_by(schema.jobs.c.name)).all()
         return [_job_state(row) for row in rows]
 
     def pin_dataset(
-        self, job: str, dataset_id: str, dataset_name: str, schema_json: str, now: datetime
+        self,
+        job: str,
+        dataset_id: str,
+        dataset_name: str,
+        schema_json: str,
+        now: datetime,
+        *,
+        rows_at_pin: int = 0,
     ) -> None:
-        """Record the dataset the job writes to and its schema; the cursor and counters stay."""
+        """Record the dataset the job writes to and its schema, and forget the pending
+        creation; the cursor and counters stay."""
         values = {
             "dataset_id": dataset_id,
             "dataset_name": dataset_name,
             "schema_json": schema_json,
-            "updated_at": _utc(now),
+            "rows_at_pin": rows_at_pin,
+            "updated_at": schema.utc(now),
         }
         with self._transaction(write=True) as connection:
             _update_or_insert(connection, job, values, values)
+            connection.execute(sa.delete(schema.creations).where(schema.creations.c.job == job))
 
     def commit_batch(self, job: str, cursor_json: str, rows: int, now: datetime) -> None:
-        """One transaction: set the cursor, rows_sent += rows, batches_sent += 1."""
+        """One transaction: set the cursor, rows_sent += rows, batches_sent += 1, and clear the
+        job's intent."""
         if rows < 0:
             raise ValueError(f"a batch cannot have {rows} rows")
-        values = {"cursor_json": cursor_json, "updated_at": _utc(now)}
-        added = {"rows_sent": _jobs.c.rows_sent + rows, "batches_sent": _jobs.c.batches_sent + 1}
+        values = {"cursor_json": cursor_json, "updated_at": schema.utc(now)}
+        added = {
+            "rows_sent": schema.jobs.c.rows_sent + rows,
+            "batches_sent": schema.jobs.c.batches_sent + 1,
+        }
         with self._transaction(write=True) as connection:
             _update_or_insert(
                 connection, job, values | added, values | {"rows_sent": rows, "batches_sent": 1}
             )
+            connection.execute(sa.delete(schema.intents).where(schema.intents.c.job == job))
+
+    def record_intent(self, intent: Intent) -> None:
+        """Write the job's intent (replacing any older one) before its batch is sent."""
+        values = {
+            "dataset_id": intent.dataset_id,
+            "rows": intent.rows,
+            "rows_before": intent.rows_before,
+            "cursor_before": intent.cursor_before,
+            "cursor_after": intent.cursor_after,
+            "created_at": schema.utc(intent.created_at),
+        }
+        table = schema.intents
+        with self._transaction(write=True) as connection:
+            connection.execute(sa.delete(table).where(table.c.job == intent.job))
+            connection.execute(sa.insert(table).values(values | {"job": intent.job}))
+
+    def pending_intent(self, job: str) -> Intent | None:
+        """The job's batch whose fate is unknown, if any."""
+        table = schema.intents
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(table).where(table.c.job == job)).one_or_none()
+        return None if row is None else Intent(**row._mapping)
+
+    def clear_intent(self, job: str) -> None:
+        """Forget the job's intent: its batch is known not to have landed."""
+        with self._transaction(write=True) as connection:
+            connection.execute(sa.delete(schema.intents).where(schema.intents.c.job == job))
+
+    def record_creation(
+        self, job: str, dataset_name: str, known_ids: Sequence[str], now: datetime
+    ) -> None:
+        """Note, before asking Akkio to create it, that the job is creating a dataset."""
+        table = schema.creations
+        values = {
+            "job": job,
+            "dataset_name": dataset_name,
+            "known_ids_json": json.dumps(list(known_ids)),
+            "created_at": schema.utc(now),
+        }
+        with self._transaction(write=True) as connection:
+            connection.execute(sa.delete(table).where(table.c.job == job))
+            connection.execute(sa.insert(table).values(values))
+
+    def pending_creation(self, job: str) -> Creation | None:
+        """The job's dataset creation whose answer never arrived, if any."""
+        table = schema.creations
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(table).where(table.c.job == job)).one_or_none()
+        if row is None:
+            return None
+        known = tuple(json.loads(row.known_ids_json))
+        return Creation(row.job, row.dataset_name, known, row.created_at)
 
     def reset(self, job: str) -> None:
-        """Forget the job's dataset, schema, cursor and counters; its run history stays."""
+        """Forget the job's dataset, schema, cursor, counters and intents; runs stay."""
         with self._transaction(write=True) as connection:
-            connection.execute(sa.delete(_jobs).where(_jobs.c.name == job))
+            for table, column in (
+                (schema.jobs, schema.jobs.c.name),
+                (schema.intents, schema.intents.c.job),
+                (schema.creations, schema.creations.c.job),
+            ):
+                connection.execute(sa.delete(table).where(column == job))
 
     def start_run(self, job: str, cursor_before: str | None, now: datetime) -> int:
         """Record a run that starts now, with status 'running'; return its id."""
         run = {
             "job": job,
-            "started_at": _utc(now),
+            "started_at": schema.utc(now),
             "status": "running",
             "cursor_before": cursor_before,
         }
         with self._transaction(write=True) as connection:
-            result = connection.execute(sa.insert(_runs).values(run))
+            result = connection.execute(sa.insert(schema.runs).values(run))
             key = result.inserted_primary_key
             if key is None:  # never for a single-row INSERT; says so to the type checker
                 raise StateError(f"checkpoint store {self._name} returned no run id")
@@ -299,7 +328,7 @@ class Store:
         """Record how the run ended; ``error`` is stored redacted."""
         values = {
             "status": status,
-            "ended_at": _utc(now),
+            "ended_at": schema.utc(now),
             "rows_read": rows_read,
             "rows_sent": rows_sent,
             "batches": batches,
@@ -307,15 +336,17 @@ class Store:
             "error": None if error is None else redact(error),
         }
         with self._transaction(write=True) as connection:
-            result = connection.execute(sa.update(_runs).where(_runs.c.id == run_id).values(values))
+            result = connection.execute(
+                sa.update(schema.runs).where(schema.runs.c.id == run_id).values(values)
+            )
             if result.rowcount == 0:
                 raise StateError(f"checkpoint store {self._name} has no run {run_id}")
 
     def runs(self, job: str | None = None, limit: int = 50) -> list[RunRecord]:
         """The last ``limit`` runs, of ``job`` or of every job, newest first."""
-        query = sa.select(_runs).order_by(_runs.c.id.desc()).limit(limit)
+        query = sa.select(schema.runs).order_by(schema.runs.c.id.desc()).limit(limit)
         if job is not None:
-            query = query.where(_runs.c.job == job)
+            query = query.where(schema.runs.c.job == job)
         with self._transaction() as connection:
             rows = connection.execute(query).all()
         return [RunRecord(**row._mapping) for row in rows]
@@ -327,7 +358,7 @@ class Store:
 
 
 def _schema_version(connection: sa.Connection) -> int:
-    query = sa.select(_meta.c.value).where(_meta.c.key == "schema_version")
+    query = sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
     value = connection.execute(query).scalar_one_or_none()
     return 0 if value is None else int(value)
 
@@ -338,9 +369,11 @@ def _update_or_insert(
     """Apply ``changes`` to the job's row, or create the row from ``first``."""
     # Portable Core, not a dialect's upsert: the write transaction (BEGIN IMMEDIATE on SQLite)
     # keeps other writers out between the UPDATE and the INSERT.
-    result = connection.execute(sa.update(_jobs).where(_jobs.c.name == job).values(changes))
+    result = connection.execute(
+        sa.update(schema.jobs).where(schema.jobs.c.name == job).values(changes)
+    )
     if result.rowcount == 0:
-        connection.execute(sa.insert(_jobs).values({**first, "name": job}))
+        connection.execute(sa.insert(schema.jobs).values({**first, "name": job}))
 
 
 def _job_state(row: sa.Row[Any]) -> JobState:

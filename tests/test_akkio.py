@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -30,6 +31,7 @@ from akkiosync.errors import (
     AkkioTransportError,
     DatasetNotFoundError,
 )
+from akkiosync.pacing import RateLimiter, RetryPolicy
 from akkiosync.redact import MASK, redact
 
 API_KEY = "akk-test-3f9c1e7b5d2a4c6e"
@@ -82,12 +84,19 @@ class Recorder:
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., AkkioClient]]:
-    """Build clients over a handler; every client is closed at teardown."""
+def slept() -> list[float]:
+    """The waits the clients of ``make_client`` asked for; nothing really sleeps."""
+    return []
+
+
+@pytest.fixture
+def make_client(slept: list[float]) -> Iterator[Callable[..., AkkioClient]]:
+    """Build clients over a handler, sleeping into ``slept``; every client is closed at teardown."""
     clients: list[AkkioClient] = []
 
-    def make(handler: Handler, base_url: str = DEFAULT_BASE_URL) -> AkkioClient:
-        client = AkkioClient(API_KEY, base_url, transport=httpx.MockTransport(handler))
+    def make(handler: Handler, base_url: str = DEFAULT_BASE_URL, **options: Any) -> AkkioClient:
+        options.setdefault("sleep", slept.append)
+        client = AkkioClient(API_KEY, base_url, transport=httpx.MockTransport(handler), **options)
         clients.append(client)
         return client
 
@@ -340,6 +349,7 @@ class TestErrorMapping:
         [
             httpx.ConnectError,
             httpx.ConnectTimeout,
+            httpx.PoolTimeout,
             httpx.ReadTimeout,
             httpx.WriteTimeout,
             httpx.ReadError,
@@ -439,6 +449,355 @@ class TestErrorMapping:
         assert caught.value.status_code == 200
 
 
+class Script:
+    """A MockTransport handler passing request n to the n-th scripted handler; the last repeats."""
+
+    def __init__(self, *steps: Handler, events: list[str] | None = None) -> None:
+        self.steps = steps
+        self.events = events
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.events is not None:
+            self.events.append("request")
+        return self.steps[min(len(self.requests), len(self.steps)) - 1](request)
+
+
+class RecordingLimiter(RateLimiter):
+    """A limiter that never waits and notes each acquire in ``events``."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(math.inf)
+        self.events = events
+
+    def acquire(self) -> None:
+        self.events.append("acquire")
+        super().acquire()
+
+
+def half() -> float:
+    """A jitter that always draws the middle of the range."""
+    return 0.5
+
+
+# Failures by name, built fresh for each test (a Recorder keeps state).
+FAILURES: dict[str, Callable[[], Handler]] = {
+    "429": lambda: answering(429, {"status": "slow down"}, headers={"Retry-After": "2"}),
+    "400": lambda: answering(400, {"status": "error", "message": "bad rows"}),
+    "401": lambda: answering(401, {"status": "unauthorized"}),
+    "404": lambda: answering(404, {"status": "error", "message": "Dataset not found"}),
+    "200-error": lambda: answering(200, {"status": "error", "message": "quota exceeded"}),
+    "500": lambda: answering(500, {"status": "error", "message": "boom"}),
+    "502-html": lambda: answering(502, content=b"<html>Bad Gateway</html>"),
+    "503-retry-after": lambda: answering(503, content=b"busy", headers={"Retry-After": "1"}),
+    "200-unreadable": lambda: answering(200, content=b"<html>OK</html>"),
+    "200-bad-gzip": lambda: answering(200, content=b"xx", headers={"Content-Encoding": "gzip"}),
+    "ConnectError": lambda: raising(httpx.ConnectError),
+    "ConnectTimeout": lambda: raising(httpx.ConnectTimeout),
+    "PoolTimeout": lambda: raising(httpx.PoolTimeout),
+    "ReadTimeout": lambda: raising(httpx.ReadTimeout),
+    "WriteTimeout": lambda: raising(httpx.WriteTimeout),
+    "ReadError": lambda: raising(httpx.ReadError),
+    "RemoteProtocolError": lambda: raising(httpx.RemoteProtocolError),
+}
+NOTHING_DONE = ("429", "ConnectError", "ConnectTimeout", "PoolTimeout")
+MAY_HAVE_LANDED = (
+    "500",
+    "502-html",
+    "503-retry-after",
+    "200-unreadable",
+    "200-bad-gzip",
+    "ReadTimeout",
+    "WriteTimeout",
+    "ReadError",
+    "RemoteProtocolError",
+)
+REFUSED = ("400", "401", "404", "200-error")
+
+# The calls that change data, with the answer each gets on success.
+CHANGING_CALLS: dict[str, tuple[Callable[[AkkioClient], object], object]] = {
+    "add": (lambda client: client.add_rows(DATASET_ID, [{"a": 1}]), OK_BODY),
+    "create": (lambda client: client.create_dataset("orders"), CREATE_BODY),
+    "delete": (lambda client: client.delete_dataset(DATASET_ID), OK_BODY),
+}
+READING_CALLS: dict[str, tuple[Callable[[AkkioClient], object], object]] = {
+    "get": (lambda client: client.get_dataset(DATASET_ID), GET_BODY),
+    "list": (lambda client: client.list_datasets(), LIST_BODY),
+}
+
+
+class TestMaybeLanded:
+    """maybe_landed is True exactly when a data-changing request may have been applied."""
+
+    def test_default(self) -> None:
+        """An AkkioError has not landed unless the constructor says so."""
+        assert AkkioError("x").maybe_landed is False
+        assert AkkioFatalError("x", status_code=400).maybe_landed is False
+        assert AkkioTransportError("x", maybe_landed=True).maybe_landed is True
+        error = AkkioRetriableError("x", status_code=500, retry_after=1.0, maybe_landed=True)
+        assert (error.maybe_landed, error.retry_after, error.status_code) == (True, 1.0, 500)
+
+    @pytest.mark.parametrize("failure", MAY_HAVE_LANDED)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_changing_call_may_have_landed(
+        self, make_client: Callable[..., AkkioClient], call: str, failure: str
+    ) -> None:
+        """A POST/DELETE that got a 5xx, an unreadable 2xx or lost its answer may have landed."""
+        client = make_client(FAILURES[failure](), retry=RetryPolicy(attempts=1))
+        with pytest.raises(AkkioRetriableError) as caught:
+            CHANGING_CALLS[call][0](client)
+        assert caught.value.maybe_landed is True
+
+    @pytest.mark.parametrize("failure", NOTHING_DONE + REFUSED)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_changing_call_did_nothing(
+        self, make_client: Callable[..., AkkioClient], call: str, failure: str
+    ) -> None:
+        """A POST/DELETE refused (429, other 4xx, error body) or never sent has not landed."""
+        client = make_client(FAILURES[failure](), retry=RetryPolicy(attempts=1))
+        with pytest.raises(AkkioError) as caught:
+            CHANGING_CALLS[call][0](client)
+        assert caught.value.maybe_landed is False
+
+    @pytest.mark.parametrize("failure", sorted(FAILURES))
+    @pytest.mark.parametrize("call", sorted(READING_CALLS))
+    def test_reading_call_never_lands(
+        self, make_client: Callable[..., AkkioClient], call: str, failure: str
+    ) -> None:
+        """A GET changes nothing, so none of its failures has landed."""
+        client = make_client(FAILURES[failure](), retry=RetryPolicy(attempts=1))
+        with pytest.raises(AkkioError) as caught:
+            READING_CALLS[call][0](client)
+        assert caught.value.maybe_landed is False
+
+
+class TestReadingRetries:
+    """GETs are retried through 429, 5xx and transport errors, with backoff and Retry-After."""
+
+    def test_get_retries_until_success(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """429 (Retry-After 7), 503 and a read timeout are retried; the fourth try succeeds."""
+        script = Script(
+            answering(429, {"status": "slow down"}, headers={"Retry-After": "7"}),
+            answering(503, content=b"Service Unavailable"),
+            raising(httpx.ReadTimeout),
+            answering(200, GET_BODY),
+        )
+        info = make_client(script, rand=half).get_dataset(DATASET_ID)
+        assert info.rows == 887
+        assert len(script.requests) == 4
+        # Retry-After floors the first wait; then 0.5 * 2**(n-1) seconds, halved by the jitter.
+        assert slept == [7.0, 0.5, 1.0]
+
+    def test_list_retries(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """list_datasets is retried the same way."""
+        script = Script(answering(502, content=b"Bad Gateway"), answering(200, LIST_BODY))
+        refs = make_client(script, rand=half).list_datasets()
+        assert refs == [DatasetRef(DATASET_ID, "Telco-Customer-Churn.csv")]
+        assert len(script.requests) == 2
+        assert slept == [0.25]
+
+    @pytest.mark.parametrize("failure", sorted(set(FAILURES) - set(REFUSED)))
+    def test_every_retriable_failure_is_retried(
+        self, make_client: Callable[..., AkkioClient], slept: list[float], failure: str
+    ) -> None:
+        """Any retriable failure of a GET, even one that would have landed on a POST, is retried."""
+        script = Script(FAILURES[failure](), answering(200, GET_BODY))
+        assert make_client(script).get_dataset(DATASET_ID).rows == 887
+        assert len(script.requests) == 2
+        assert len(slept) == 1
+
+    def test_gives_up_after_attempts(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """After ``attempts`` tries the last error is raised; it sleeps only between tries."""
+        script = Script(answering(500, content=b"first"), answering(503, content=b"last"))
+        client = make_client(script, retry=RetryPolicy(attempts=3), rand=half)
+        with pytest.raises(AkkioRetriableError, match="HTTP 503: last") as caught:
+            client.get_dataset(DATASET_ID)
+        assert caught.value.status_code == 503
+        assert len(script.requests) == 3
+        assert slept == [0.25, 0.5]
+
+    def test_default_policy_tries_eight_times(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """Without a policy the client tries a failing GET eight times, waiting at most 30s."""
+        script = Script(raising(httpx.ReadTimeout))
+        with pytest.raises(AkkioTransportError):
+            make_client(script, rand=lambda: 1.0).list_datasets()
+        assert len(script.requests) == 8
+        assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+    def test_retry_after_is_capped(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """A Retry-After beyond max_retry_after waits max_retry_after."""
+        script = Script(
+            answering(429, {"status": "slow down"}, headers={"Retry-After": "3600"}),
+            answering(200, LIST_BODY),
+        )
+        make_client(script, retry=RetryPolicy(max_retry_after=60.0)).list_datasets()
+        assert slept == [60.0]
+
+    @pytest.mark.parametrize("failure", REFUSED)
+    def test_refusals_are_not_retried(
+        self, make_client: Callable[..., AkkioClient], slept: list[float], failure: str
+    ) -> None:
+        """A 4xx or an error body is raised at once."""
+        script = Script(FAILURES[failure](), answering(200, GET_BODY))
+        with pytest.raises(AkkioFatalError):
+            make_client(script).get_dataset(DATASET_ID)
+        assert len(script.requests) == 1
+        assert slept == []
+
+    def test_single_attempt_never_sleeps(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """With attempts=1 a failure is raised after one try, without waiting."""
+        script = Script(answering(503, content=b"busy"))
+        with pytest.raises(AkkioRetriableError):
+            make_client(script, retry=RetryPolicy(attempts=1)).list_datasets()
+        assert len(script.requests) == 1
+        assert slept == []
+
+    def test_retries_are_logged_without_the_key(
+        self, make_client: Callable[..., AkkioClient], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Each retry logs a WARNING with the attempt, the reason and the wait, never the key."""
+        caplog.set_level(logging.WARNING, logger="akkiosync.akkio")
+        script = Script(
+            raising(httpx.ReadTimeout), answering(503, content=b"busy"), answering(200, GET_BODY)
+        )
+        make_client(script, retry=RetryPolicy(attempts=3), rand=half).get_dataset(DATASET_ID)
+        warnings = [r for r in caplog.records if r.name == "akkiosync.akkio"]
+        assert [r.levelno for r in warnings] == [logging.WARNING, logging.WARNING]
+        first, second = (r.getMessage() for r in warnings)
+        assert "ReadTimeout" in first
+        assert first.endswith("(attempt 1 of 3); retrying in 0.25s")
+        assert "HTTP 503: busy" in second
+        assert second.endswith("(attempt 2 of 3); retrying in 0.50s")
+        assert not any(API_KEY in r.getMessage() for r in warnings)
+
+
+class TestChangingRetries:
+    """POST and DELETE are retried only after failures that provably did nothing."""
+
+    @pytest.mark.parametrize("failure", NOTHING_DONE)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_retries_what_did_nothing(
+        self, make_client: Callable[..., AkkioClient], slept: list[float], call: str, failure: str
+    ) -> None:
+        """A 429 or a connection never made is sent again, with the same body, until it works."""
+        send, success = CHANGING_CALLS[call]
+        script = Script(FAILURES[failure](), FAILURES[failure](), answering(200, success))
+        send(make_client(script))
+        assert len(script.requests) == 3
+        assert len({request.content for request in script.requests}) == 1
+        assert len(slept) == 2
+        if failure == "429":
+            assert slept == [2.0, 2.0]  # Retry-After: 2 floors both waits
+
+    @pytest.mark.parametrize("failure", MAY_HAVE_LANDED)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_raises_at_once_what_may_have_landed(
+        self, make_client: Callable[..., AkkioClient], slept: list[float], call: str, failure: str
+    ) -> None:
+        """A 5xx, an unreadable 2xx or a lost answer is raised after one try, for reconciling."""
+        send, success = CHANGING_CALLS[call]
+        script = Script(FAILURES[failure](), answering(200, success))
+        with pytest.raises(AkkioRetriableError) as caught:
+            send(make_client(script))
+        assert caught.value.maybe_landed is True
+        assert len(script.requests) == 1
+        assert slept == []
+
+    @pytest.mark.parametrize("failure", REFUSED)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_refusals_are_not_retried(
+        self, make_client: Callable[..., AkkioClient], slept: list[float], call: str, failure: str
+    ) -> None:
+        """A 4xx or an error body is raised at once and has not landed."""
+        send, success = CHANGING_CALLS[call]
+        script = Script(FAILURES[failure](), answering(200, success))
+        with pytest.raises(AkkioFatalError) as caught:
+            send(make_client(script))
+        assert caught.value.maybe_landed is False
+        assert len(script.requests) == 1
+        assert slept == []
+
+    def test_429_gives_up_after_attempts(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """A 429 that never clears is raised after ``attempts`` tries, still not landed."""
+        script = Script(FAILURES["429"]())
+        with pytest.raises(AkkioRetriableError) as caught:
+            make_client(script, retry=RetryPolicy(attempts=4)).add_rows(DATASET_ID, [{"a": 1}])
+        assert (caught.value.status_code, caught.value.maybe_landed) == (429, False)
+        assert len(script.requests) == 4
+        assert slept == [2.0, 2.0, 2.0]
+
+    def test_lost_answer_after_a_429(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """A retry that then loses its answer stops there: the second try may have landed."""
+        script = Script(FAILURES["429"](), raising(httpx.ReadTimeout), answering(200, OK_BODY))
+        with pytest.raises(AkkioTransportError) as caught:
+            make_client(script).add_rows(DATASET_ID, [{"a": 1}])
+        assert caught.value.maybe_landed is True
+        assert len(script.requests) == 2
+        assert slept == [2.0]
+
+
+class TestRateLimiting:
+    """Every try, retries included, first waits for the limiter."""
+
+    def test_acquire_before_every_attempt(self, make_client: Callable[..., AkkioClient]) -> None:
+        """Each of three tries of a GET acquires the limiter once, just before its request."""
+        events: list[str] = []
+        script = Script(
+            answering(503, content=b"busy"),
+            raising(httpx.ReadTimeout),
+            answering(200, GET_BODY),
+            events=events,
+        )
+        make_client(script, limiter=RecordingLimiter(events)).get_dataset(DATASET_ID)
+        assert events == ["acquire", "request"] * 3
+
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_changing_calls_acquire_per_attempt(
+        self, make_client: Callable[..., AkkioClient], call: str
+    ) -> None:
+        """A POST/DELETE retried after a 429 acquires once per try."""
+        events: list[str] = []
+        send, success = CHANGING_CALLS[call]
+        script = Script(FAILURES["429"](), answering(200, success), events=events)
+        send(make_client(script, limiter=RecordingLimiter(events)))
+        assert events == ["acquire", "request"] * 2
+
+    def test_no_request_no_acquire(self, make_client: Callable[..., AkkioClient]) -> None:
+        """Adding no rows sends nothing and takes no slot."""
+        events: list[str] = []
+        make_client(answering(200, OK_BODY), limiter=RecordingLimiter(events)).add_rows("d", [])
+        assert events == []
+
+    def test_spacing_through_a_real_limiter(
+        self, make_client: Callable[..., AkkioClient], slept: list[float]
+    ) -> None:
+        """Three calls at one instant through a 5/s limiter wait 0.2s, then 0.4s; no backoff."""
+        limiter_waits: list[float] = []
+        limiter = RateLimiter(5.0, clock=lambda: 100.0, sleep=limiter_waits.append)
+        client = make_client(answering(200, LIST_BODY), limiter=limiter)
+        for _ in range(3):
+            client.list_datasets()
+        assert limiter_waits == pytest.approx([0.2, 0.4])
+        assert slept == []
+
+
 class TestRetryAfter:
     """Retry-After is read as seconds or an HTTP date, relative to the clock given."""
 
@@ -496,8 +855,9 @@ class TestSecrets:
         """Each request logs method, path and status at DEBUG; no record carries the key."""
         caplog.set_level(logging.DEBUG)
         make_client(answering(200, LIST_BODY)).list_datasets()
+        once = make_client(raising(httpx.ReadTimeout), retry=RetryPolicy(attempts=1))
         with pytest.raises(AkkioTransportError):
-            make_client(raising(httpx.ReadTimeout)).get_dataset(DATASET_ID)
+            once.get_dataset(DATASET_ID)
         ours = [r for r in caplog.records if r.name == "akkiosync.akkio"]
         assert [r.levelno for r in ours] == [logging.DEBUG, logging.DEBUG]
         assert ours[0].getMessage().startswith("GET /v1/datasets -> 200 in ")

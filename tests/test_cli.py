@@ -139,6 +139,9 @@ def env(
         "AKKIO_BASE_URL": server.url,
         "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
         "ORDERS_DB_URL": db_url,
+        # Akkio's 5 requests/second would make every test wait; the emulator has no such limit.
+        "AKKIO_RATE_LIMIT": "1000",
+        "AKKIOSYNC_RECONCILE_WAIT": "0",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -19,13 +19,18 @@ from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
 from akkiosync.cursor import decode_cursor
 from akkiosync.emulator import Emulator
-from akkiosync.runner import Runner, preview
+from akkiosync.preview import preview
+from akkiosync.runner import Runner
 from akkiosync.state import Store
 from tests.conftest import API_KEY
 
 MakeTable = Callable[..., sa.Table]
 MICRO_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 T0 = dt.datetime(2026, 5, 1, 8, 30, 0, 123456)  # noqa: DTZ001 - naive columns on purpose
+
+
+def _no_sleep(seconds: float) -> None:
+    """Tests never wait for real: backoff and lazy-count waits are recorded nowhere."""
 
 
 def make_job(url: str, table: str, **overrides: Any) -> Job:
@@ -50,7 +55,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def runner(store: Store, client: AkkioClient) -> Runner:
     """A runner on the store and the in-process emulator."""
-    return Runner(store, client)
+    return Runner(store, client, sleep=_no_sleep)
 
 
 @pytest.fixture
@@ -264,19 +269,20 @@ class TestValues:
 
 
 class _FailingAdds(httpx.BaseTransport):
-    """Passes requests to the emulator, but answers 500 to the add-rows calls numbered in ``fail``
-    (before the emulator sees them, so those rows do not land)."""
+    """Passes requests to the emulator, but answers ``status`` to the add-rows calls numbered in
+    ``fail`` (before the emulator sees them, so those rows do not land)."""
 
-    def __init__(self, emulator: Emulator, fail: set[int]) -> None:
+    def __init__(self, emulator: Emulator, fail: set[int], status: int) -> None:
         self._inner = emulator.transport()
         self._fail = fail
+        self._status = status
         self.adds = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and b'"rows"' in request.content:
             self.adds += 1
             if self.adds in self._fail:
-                return httpx.Response(500, json={"status": "error", "message": "boom"})
+                return httpx.Response(self._status, json={"status": "error", "message": "boom"})
         return self._inner.handle_request(request)
 
 
@@ -287,18 +293,29 @@ class TestFailures:
         self, store: Store, emulator: Emulator, db_url: str, orders: sa.Table
     ) -> None:
         """A refused batch ends the run; the next run resumes after the last accepted batch."""
-        transport = _FailingAdds(emulator, fail={2})
+        transport = _FailingAdds(emulator, fail={2}, status=400)
         with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as client:
-            runner = Runner(store, client)
+            runner = Runner(store, client, sleep=_no_sleep)
             job = make_job(db_url, orders.name)
             failed = runner.run(job)
             assert not failed.ok
-            assert "HTTP 500" in (failed.error or "")
+            assert "HTTP 400" in (failed.error or "")
             assert (failed.rows_sent, store.job_state("orders").rows_sent) == (4, 4)
             (last,) = store.runs("orders")
             assert (last.status, last.rows_sent) == ("failed", 4)
             assert "boom" in (last.error or "")
             assert runner.run(job).ok
+        assert landed_ids(emulator) == list(range(1, 11))
+
+    def test_server_error_is_reconciled(
+        self, store: Store, emulator: Emulator, db_url: str, orders: sa.Table
+    ) -> None:
+        """A 5xx may or may not have stored the rows: the row count decides, nothing doubles."""
+        transport = _FailingAdds(emulator, fail={2, 3}, status=503)
+        with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as client:
+            result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+        assert result.ok, result.error
+        assert transport.adds == 5  # batches 2 and 3 were each sent twice
         assert landed_ids(emulator) == list(range(1, 11))
 
     def test_deleted_dataset(

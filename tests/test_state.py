@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from akkiosync import state
+from akkiosync import state, state_schema
 from akkiosync.errors import StateError
 from akkiosync.redact import MASK, register_secret
 from akkiosync.state import JobState, RunRecord, Store
@@ -296,7 +296,7 @@ class TestMigrations:
     def test_version_recorded(self, store: Store, store_path: Path) -> None:
         """A new store is at the newest version the code knows."""
         rows = sqlite_rows(store_path, "SELECT value FROM meta WHERE key = 'schema_version'")
-        assert rows == [(str(len(state.MIGRATIONS)),)]
+        assert rows == [(str(len(state_schema.MIGRATIONS)),)]
 
     def test_missing_migrations_run_once(
         self, store_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -310,13 +310,14 @@ class TestMigrations:
             calls.append(1)
             connection.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
 
-        monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, add_notes))
+        monkeypatch.setattr(state_schema, "MIGRATIONS", (*state_schema.MIGRATIONS, add_notes))
         with Store.open(store_path) as store:
             assert store.job_state("orders").rows_sent == 5
         with Store.open(store_path):
             pass
         assert calls == [1]
-        assert sqlite_rows(store_path, "SELECT value FROM meta") == [("2",)]
+        latest = len(state_schema.MIGRATIONS)  # includes the added one
+        assert sqlite_rows(store_path, "SELECT value FROM meta") == [(str(latest),)]
 
     def test_failed_migration_rolls_back(
         self, store: Store, store_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -327,16 +328,17 @@ class TestMigrations:
             connection.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
             connection.exec_driver_sql("SELECT * FROM no_such_table")
 
-        monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, broken))
+        monkeypatch.setattr(state_schema, "MIGRATIONS", (*state_schema.MIGRATIONS, broken))
         with pytest.raises(StateError, match="no such table"):
             Store.open(store_path)
-        assert sqlite_rows(store_path, "SELECT value FROM meta") == [("1",)]
+        current = len(state_schema.MIGRATIONS) - 1  # without the broken one
+        assert sqlite_rows(store_path, "SELECT value FROM meta") == [(str(current),)]
         assert sqlite_rows(store_path, "SELECT name FROM sqlite_master WHERE name = 'notes'") == []
 
     def test_newer_version_refused(self, store: Store, store_path: Path) -> None:
         """A store written by a newer akkiosync is a StateError naming both versions."""
         sqlite_rows(store_path, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-        with pytest.raises(StateError, match=r"schema version 99, newer than .* \(1\)"):
+        with pytest.raises(StateError, match=rf"schema version 99, newer than .* \({len(state_schema.MIGRATIONS)}\)"):
             Store.open(store_path)
         assert sqlite_rows(store_path, "SELECT value FROM meta") == [("99",)]
 

@@ -1,0 +1,100 @@
+"""The dataset a job writes to: created (or adopted) once, pinned with its schema, checked.
+
+Creating a dataset is itself a request whose answer can be lost. Before sending it the job notes
+which datasets of that name already exist; if the answer never arrives, the next run adopts the
+one new dataset of that name instead of creating a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from akkiosync.akkio import AkkioClient
+from akkiosync.config import Job
+from akkiosync.errors import DatasetNotFoundError, DeliveryMismatchError, SchemaError
+from akkiosync.mapping import Schema, SourceColumn, plan_schema
+from akkiosync.state import Store
+
+logger = logging.getLogger(__name__)
+
+
+def planned_schema(job: Job, columns: Sequence[SourceColumn]) -> Schema:
+    """The schema a new dataset of this job would get."""
+    spec = job.columns
+    return plan_schema(
+        columns, include=spec.include, exclude=spec.exclude, rename=spec.rename, types=spec.types
+    )
+
+
+def pinned_dataset(
+    job: Job,
+    columns: Sequence[SourceColumn],
+    store: Store,
+    client: AkkioClient,
+    clock: Callable[[], datetime],
+) -> tuple[str, Schema]:
+    """The job's dataset id and schema; on the first run, create or adopt and pin them."""
+    state = store.job_state(job.name)
+    if state.dataset_id is not None and state.schema_json is not None:
+        wanted = job.target.dataset_id or job.target.dataset
+        if wanted not in (state.dataset_id, state.dataset_name):
+            logger.warning(
+                "job %s: the target changed to %s but the job stays pinned to dataset %s (%s); "
+                "run `akkiosync reset %s` to switch",
+                job.name, wanted, state.dataset_name, state.dataset_id, job.name,
+            )  # fmt: skip
+        try:
+            client.get_dataset(state.dataset_id)
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(
+                f"dataset {state.dataset_name} ({state.dataset_id}) that job {job.name} writes "
+                f"to no longer exists on Akkio; `akkiosync reset {job.name}` starts over with a "
+                "new dataset"
+            ) from None
+        return state.dataset_id, Schema.from_json(state.schema_json)
+
+    schema = planned_schema(job, columns)
+    rows_at_pin = 0
+    if job.target.dataset_id is not None:
+        info = client.get_dataset(job.target.dataset_id)
+        theirs = {f.name for f in info.fields}
+        ours = {f.name for f in schema.fields}
+        if theirs and theirs != ours:
+            raise SchemaError(
+                f"dataset {info.id} has fields {sorted(theirs)} but this job would send "
+                f"{sorted(ours)}; adjust columns.include/exclude/rename"
+            )
+        dataset_id, name, rows_at_pin = info.id, info.name, info.rows
+    else:
+        assert job.target.dataset is not None  # noqa: S101 - config requires one of the two
+        dataset_id, name = _create(job.name, job.target.dataset, store, client, clock)
+    store.pin_dataset(
+        job.name, dataset_id, name, schema.to_json(), clock(), rows_at_pin=rows_at_pin
+    )
+    return dataset_id, schema
+
+
+def _create(
+    job: str, name: str, store: Store, client: AkkioClient, clock: Callable[[], datetime]
+) -> tuple[str, str]:
+    pending = store.pending_creation(job)
+    existing = [d.id for d in client.list_datasets() if d.name == name]
+    if pending is not None and pending.dataset_name == name:
+        new = [i for i in existing if i not in pending.known_ids]
+        if len(new) == 1:
+            logger.warning(
+                "job %s: adopting dataset %s (%s), created by a run whose answer was lost",
+                job, name, new[0],
+            )  # fmt: skip
+            return new[0], name
+        if len(new) > 1:
+            raise DeliveryMismatchError(
+                f"job {job}: several datasets named {name!r} appeared while its creation was "
+                f"unconfirmed ({', '.join(new)}); set target.dataset_id to the right one"
+            )
+    store.record_creation(job, name, existing, clock())
+    ref = client.create_dataset(name)
+    logger.info("job %s: created dataset %s (%s)", job, ref.name, ref.id)
+    return ref.id, ref.name

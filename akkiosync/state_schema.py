@@ -1,0 +1,125 @@
+"""The checkpoint store's tables and the migrations that build them.
+
+``MIGRATIONS[n]`` upgrades a store from schema version n to n + 1; it is append only, and each
+version's tables are defined by a frozen function of their own. The module-level tables are the
+current shape, the one the store queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class Timestamp(sa.TypeDecorator[datetime]):
+    """An aware datetime as fixed-width ISO 8601 text in UTC: lossless, portable, sortable."""
+
+    impl = sa.String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else utc(value).isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+def utc(value: datetime) -> datetime:
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store needs an aware one")
+    return value.astimezone(UTC)
+
+
+# SQLite makes only INTEGER PRIMARY KEY an auto-incrementing rowid; elsewhere a BIGINT is wanted.
+_ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _define_v1(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The tables of schema version 1. Frozen: a later change gets its own migration."""
+    jobs = sa.Table(
+        "jobs",
+        metadata,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("dataset_id", sa.String(255)),
+        sa.Column("dataset_name", sa.String(255)),
+        sa.Column("schema_json", sa.Text),
+        sa.Column("cursor_json", sa.Text),
+        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("batches_sent", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("updated_at", Timestamp, nullable=False),
+    )
+    runs = sa.Table(
+        "runs",
+        metadata,
+        sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+        sa.Column("job", sa.String(255), nullable=False),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("ended_at", Timestamp),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("rows_read", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("batches", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("cursor_before", sa.Text),
+        sa.Column("cursor_after", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.CheckConstraint("status IN ('running', 'success', 'failed')", name="ck_runs_status"),
+        sa.Index("ix_runs_job_id", "job", "id"),
+    )
+    return jobs, runs
+
+
+def _create_v1(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    _define_v1(metadata)
+    metadata.create_all(connection, checkfirst=False)
+
+
+def _define_v2(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Version 2: the exactly-once protocol's intents. Frozen like version 1."""
+    intents = sa.Table(
+        "intents",
+        metadata,
+        # At most one batch per job is in flight: the runner sends batches one at a time.
+        sa.Column("job", sa.String(255), primary_key=True),
+        sa.Column("dataset_id", sa.String(255), nullable=False),
+        sa.Column("rows", sa.BigInteger, nullable=False),
+        sa.Column("rows_before", sa.BigInteger, nullable=False),
+        sa.Column("cursor_before", sa.Text),
+        sa.Column("cursor_after", sa.Text, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+    )
+    creations = sa.Table(
+        "creations",
+        metadata,
+        sa.Column("job", sa.String(255), primary_key=True),
+        sa.Column("dataset_name", sa.String(255), nullable=False),
+        # Ids of datasets with that name that existed before the create request was sent.
+        sa.Column("known_ids_json", sa.Text, nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+    )
+    return intents, creations
+
+
+def _create_v2(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    _define_v2(metadata)
+    metadata.create_all(connection, checkfirst=False)
+    # The dataset's row count when the job pinned it (non-zero when it adopted a dataset_id).
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN rows_at_pin BIGINT NOT NULL DEFAULT 0"))
+
+
+MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_create_v1, _create_v2)
+
+metadata = sa.MetaData()
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+jobs, runs = _define_v1(metadata)
+jobs.append_column(sa.Column("rows_at_pin", sa.BigInteger, nullable=False, server_default="0"))
+intents, creations = _define_v2(metadata)
