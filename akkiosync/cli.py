@@ -23,6 +23,7 @@ from akkiosync.cursor import decode_cursor
 from akkiosync.dataset import planned_schema
 from akkiosync.delivery import ReconcilePolicy
 from akkiosync.demo import run_demo
+from akkiosync.emulator import FAULT_KINDS, FaultPlan
 from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.pacing import RetryPolicy, limiter_for
 from akkiosync.preview import preview
@@ -318,9 +319,54 @@ def reset(app: App, name: str, *, yes: bool, delete_dataset: bool) -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", default=emulator_module.DEFAULT_API_KEY, show_default=True)
 @click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Persist to FILE.")
-def emulator(host: str, port: int, api_key: str, data: Path | None) -> None:
-    """Serve a local Akkio-compatible API (for trying things out and for tests)."""
-    emu = emulator_module.Emulator(api_key=api_key, data_file=data)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND=RATE",
+    help=f"Inject a fault into that share of requests; KIND: {', '.join(FAULT_KINDS)}.",
+)
+@click.option("--fault-script", metavar="KIND,KIND,...", help="Outcomes (or 'ok') in order.")
+@click.option("--fault-seed", type=int, help="Seed for reproducible fault draws.")
+@click.option(
+    "--fault-only",
+    type=click.Choice(["all", "add"]),
+    default="all",
+    show_default=True,
+    help="Which requests faults hit: all, or only add-rows calls.",
+)
+@click.option("--retry-after", default=1.0, show_default=True, type=click.FloatRange(0))
+@click.option("--slow-delay", default=2.0, show_default=True, type=click.FloatRange(0))
+def emulator(
+    host: str,
+    port: int,
+    api_key: str,
+    data: Path | None,
+    faults: tuple[str, ...],
+    fault_script: str | None,
+    fault_seed: int | None,
+    fault_only: str,
+    retry_after: float,
+    slow_delay: float,
+) -> None:
+    """Serve a local Akkio-compatible API, optionally with injected faults.
+
+    Faults can also be changed while it runs: POST /_emulator/faults.
+    """
+    plan = None
+    if faults or fault_script:
+        try:
+            plan = FaultPlan.parse(
+                rates=faults,
+                script=fault_script,
+                seed=fault_seed,
+                only=fault_only,
+                retry_after=retry_after,
+                delay=slow_delay,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fault/--fault-script") from None
+    emu = emulator_module.Emulator(api_key=api_key, data_file=data, faults=plan)
     emulator_module.serve_forever(emu, host, port)
 
 

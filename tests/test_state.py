@@ -338,7 +338,8 @@ class TestMigrations:
     def test_newer_version_refused(self, store: Store, store_path: Path) -> None:
         """A store written by a newer akkiosync is a StateError naming both versions."""
         sqlite_rows(store_path, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-        with pytest.raises(StateError, match=rf"schema version 99, newer than .* \({len(state_schema.MIGRATIONS)}\)"):
+        known = len(state_schema.MIGRATIONS)
+        with pytest.raises(StateError, match=rf"schema version 99, newer than .* \({known}\)"):
             Store.open(store_path)
         assert sqlite_rows(store_path, "SELECT value FROM meta") == [("99",)]
 

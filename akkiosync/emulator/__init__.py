@@ -1,0 +1,32 @@
+"""An Akkio-compatible fake of ``/v1/datasets`` (see akkio-api.md), in-process or on a port.
+
+One URL whose fields pick the action, taken from the query string, a JSON or a form body (the
+body wins). The first rows fix a dataset's fields; every later row must carry the same keys; a
+request is all or nothing. With ``data_file``, every change is an fsync'd line of an append-only
+JSON-lines journal that is replayed on start.
+
+A ``FaultPlan`` injects failures into ``/v1`` requests so that clients can rehearse them: 429,
+500, 503, ``slow``, ``drop_before`` (hang up, nothing stored) and ``drop_after`` (rows stored,
+answer lost). ``/_emulator/health``, ``/_emulator/rows`` and ``/_emulator/faults`` are our own
+additions and never fail on purpose.
+
+Modules: ``_store`` (datasets, schema rules, journal), ``_request`` (reading a request's fields),
+``_faults`` (plans and the seeded draw), ``_app`` (``Emulator``: routing to an answer) and
+``_server`` (the loopback HTTP server). Nothing here imports the rest of ``akkiosync``: it stays
+an independent referee.
+"""
+
+from akkiosync.emulator._app import API_PREFIX, DEFAULT_API_KEY, Emulator
+from akkiosync.emulator._faults import FAULT_KINDS, FaultPlan
+from akkiosync.emulator._server import EmulatorServer, serve, serve_forever
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_API_KEY",
+    "FAULT_KINDS",
+    "Emulator",
+    "EmulatorServer",
+    "FaultPlan",
+    "serve",
+    "serve_forever",
+]

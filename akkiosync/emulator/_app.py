@@ -1,0 +1,250 @@
+"""The emulator itself: one HTTP exchange in, one answer out, with faults injected on the way."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import httpx
+
+from akkiosync.emulator._faults import FaultDraw, FaultPlan
+from akkiosync.emulator._request import decode_rows, optional_str, read_params
+from akkiosync.emulator._store import RequestError, Store, error
+
+DEFAULT_API_KEY = "emulator-key"
+API_PREFIX = "/v1"
+
+_log = logging.getLogger(__name__)
+_METHODS = ("GET", "POST", "DELETE")
+_DATASETS = f"{API_PREFIX}/datasets"
+_ROUTES = {
+    _DATASETS: _METHODS,
+    "/_emulator/rows": ("GET",),
+    "/_emulator/health": ("GET",),
+    "/_emulator/faults": ("GET", "POST"),
+}
+_FAULT_ANSWERS = {
+    "429": "rate limited",
+    "500": "internal server error (injected fault)",
+    "503": "service unavailable (injected fault)",
+}
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class Emulator:
+    """The state and the rules of a fake Akkio account; ``handle`` is one HTTP exchange.
+
+    ``faults`` (or ``set_faults``) injects failures into ``/v1`` requests; ``sleep`` is how a
+    ``slow`` fault waits.
+    """
+
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        data_file: Path | None = None,
+        *,
+        faults: FaultPlan | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_key = api_key
+        self.data_file = data_file
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._store = Store(data_file)
+        self._faults = FaultDraw(faults)
+        self._requests = 0
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """One HTTP exchange; `target` is the path plus optional '?query'.
+
+        Returns (status, headers, body): every refusal is an answer. A ``drop_*`` fault raises
+        ``httpx.RemoteProtocolError``, what a client sees when the server hangs up without an
+        answer. Only a bug raises anything else.
+        """
+        method, url = method.upper(), urlsplit(target)
+        drawn = self._draw(method, url, headers, body)
+        if drawn is None:
+            return self._answer(method, url, headers, body)
+        kind, plan = drawn
+        if kind in _FAULT_ANSWERS:
+            return _fault_reply(kind, plan)
+        if kind == "drop_before":
+            raise _hang_up()
+        if kind == "slow":
+            self._sleep(plan.delay)  # without the lock: other requests go on meanwhile
+        reply = self._answer(method, url, headers, body)
+        if kind == "drop_after":
+            raise _hang_up()
+        return reply
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport that answers from this emulator, without any socket."""
+
+        def exchange(request: httpx.Request) -> httpx.Response:
+            target = request.url.raw_path.decode("ascii")
+            reply = self.handle(request.method, target, request.headers, request.read())
+            return httpx.Response(reply[0], headers=reply[1], content=reply[2])
+
+        return httpx.MockTransport(exchange)
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        """Inject `plan` from the next ``/v1`` request on, its script and seed from the start;
+        None injects nothing. The counts of fired faults carry on."""
+        with self._lock:
+            self._faults.use(plan)
+
+    def fault_counts(self) -> dict[str, int]:
+        """How many faults of each kind fired so far, every kind listed."""
+        with self._lock:
+            return dict(self._faults.fired)
+
+    def rows(self, dataset_id: str) -> list[dict[str, Any]]:
+        """A copy of the rows stored in a dataset, in order (KeyError if unknown)."""
+        with self._lock:
+            return [dict(row) for row in self._store.datasets[dataset_id].rows]
+
+    def dataset_ids(self) -> list[str]:
+        """The ids of the existing datasets, oldest first."""
+        with self._lock:
+            return list(self._store.datasets)
+
+    def request_count(self) -> int:
+        """How many ``/v1`` requests were handled, whatever their outcome, faults included."""
+        with self._lock:
+            return self._requests
+
+    def _draw(
+        self, method: str, url: SplitResult, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, FaultPlan] | None:
+        """Count a ``/v1`` request and draw its fault, if any; other paths never get one."""
+        if not url.path.startswith(API_PREFIX + "/"):
+            return None
+        with self._lock:
+            self._requests += 1
+            plan = self._faults.plan
+        # Reading the body to tell an add-rows POST apart is done without the lock.
+        if plan is None or (plan.only == "add" and not _adds_rows(method, url, headers, body)):
+            return None
+        with self._lock:
+            kind = self._faults.draw(plan)
+        return None if kind is None else (kind, plan)
+
+    def _answer(
+        self, method: str, url: SplitResult, headers: Mapping[str, str], body: bytes
+    ) -> Reply:
+        try:
+            return self._route(method, url, headers, body)
+        except RequestError as refused:
+            return _reply(refused.status, refused.body)
+        except OSError:
+            _log.exception("the emulator could not write its journal")
+            return _reply(500, {"status": "error", "message": "could not persist the change"})
+
+    def _route(
+        self, method: str, url: SplitResult, headers: Mapping[str, str], body: bytes
+    ) -> Reply:
+        path = url.path.rstrip("/")
+        allowed = _ROUTES.get(path, ())
+        if method not in _METHODS or (allowed and method not in allowed):
+            return _reply(405, {"status": "error", "message": "method not allowed"}, allowed)
+        if not allowed:
+            raise error(404, "not found")
+        if path == "/_emulator/health":
+            return _reply(200, {"status": "success"})
+        params = read_params(url.query, headers, body)
+        key = params.get("api_key")
+        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            raise RequestError(401, {"status": "missing or invalid API key"})
+        if path == "/_emulator/faults":
+            return _reply(200, self._fault_control(method, params))
+        return _reply(200, self._act(method, path, params))
+
+    def _act(self, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Carry out an authorised request: the fields present pick the action."""
+        dataset_id, name = optional_str(params, "id"), optional_str(params, "name")
+        ok: dict[str, Any] = {"status": "success"}
+        if method == "POST" and dataset_id is None and name is not None:
+            with self._lock:
+                dataset_id = self._store.create(name)
+            return {"status": "success", "dataset_id": dataset_id, "dataset_name": name}
+        if method == "POST" and dataset_id is not None and "rows" in params:
+            rows = decode_rows(params["rows"])
+            with self._lock:
+                self._store.add_rows(dataset_id, rows)
+            return ok
+        with self._lock:
+            if method == "GET" and dataset_id is None and path == _DATASETS:
+                listed = [{"id": key, "name": ds.name} for key, ds in self._store.datasets.items()]
+                return {"status": "success", "datasets": listed}
+            if dataset_id is None:
+                raise error(400, "an id is required (or a name, to create a dataset)")
+            ds = self._store.get(dataset_id)
+            if path == "/_emulator/rows":
+                return {"status": "success", "rows": [dict(row) for row in ds.rows]}
+            if method == "GET":
+                fields = [{"name": f, "type": t} for f, t in ds.fields]
+                return {
+                    "status": "success",
+                    "name": ds.name,
+                    "rows": len(ds.rows),
+                    "fields": fields,
+                }
+            if method == "DELETE":
+                self._store.delete(dataset_id)
+                return ok
+            if params.get("parse_fields") in (True, 1, "true", "True", "1"):
+                return ok  # the first rows already fixed the fields: nothing left to parse
+        raise error(400, "POST with an id needs rows or parse_fields")
+
+    def _fault_control(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_emulator/faults`` replaces the plan (``{}`` clears it); GET shows it."""
+        if method == "POST":
+            settings = {key: value for key, value in params.items() if key != "api_key"}
+            try:
+                plan = FaultPlan.from_json(settings) if settings else None
+            except ValueError as exc:
+                raise error(400, str(exc)) from None
+            self.set_faults(plan)
+            return {"status": "success"}
+        with self._lock:
+            plan, fired = self._faults.plan, dict(self._faults.fired)
+        shown = None if plan is None else plan.to_json()
+        return {"status": "success", "fired": fired, "plan": shown}
+
+
+def _hang_up() -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def _fault_reply(kind: str, plan: FaultPlan) -> Reply:
+    reply = _reply(int(kind), {"status": "error", "message": _FAULT_ANSWERS[kind]})
+    if kind == "429":
+        seconds = plan.retry_after
+        reply[1]["Retry-After"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
+    return reply
+
+
+def _reply(status: int, body: dict[str, Any], allow: tuple[str, ...] = ()) -> Reply:
+    headers = {"Content-Type": "application/json"}
+    if status == 405:
+        headers["Allow"] = ", ".join(allow or _METHODS)
+    return status, headers, json.dumps(body).encode()
+
+
+def _adds_rows(method: str, url: SplitResult, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether a request is an add-rows POST (valid or not), for ``only="add"`` plans."""
+    if method != "POST" or url.path.rstrip("/") != _DATASETS:
+        return False
+    try:
+        params = read_params(url.query, headers, body)
+    except RequestError:
+        return False
+    return params.get("id") not in (None, "") and "rows" in params

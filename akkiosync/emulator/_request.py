@@ -1,0 +1,55 @@
+"""How a request's fields are read: query string, JSON or form body, and the ``rows`` value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+from akkiosync.emulator._store import Row, error
+
+
+def read_params(query: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """Merge the query string with a JSON or form body; the body wins."""
+    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    text = body.decode(errors="replace").strip()
+    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "").lower()
+    # Sniff when the type is neither: cURL's -d sends a form unless told otherwise.
+    if not text or not ("json" in ctype or ("form" not in ctype and text.startswith("{"))):
+        return params | dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise error(400, "the JSON body must be an object")
+    return params | decoded
+
+
+def optional_str(params: dict[str, Any], key: str) -> str | None:
+    """A text field, None when absent or empty; 400 when it is not text."""
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise error(400, f"{key} must be a string")
+    return value
+
+
+def decode_rows(raw: Any) -> list[Row]:
+    """`rows` as sent: an array of objects, or a JSON-encoded string of one."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise error(400, f"rows is not valid JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise error(400, "rows must be an array of objects")
+    for index, row in enumerate(raw):
+        if not isinstance(row, dict):
+            raise error(400, f"row {index} is not an object")
+        nested = sorted(key for key, value in row.items() if isinstance(value, list | dict))
+        if nested:
+            raise error(400, f"row {index}: arrays and objects are not values: {nested}")
+    return cast(list[Row], raw)

@@ -1,0 +1,124 @@
+"""The emulator on a real socket: a threaded loopback HTTP server, in the background or not."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx
+
+from akkiosync.emulator._app import API_PREFIX, Emulator
+
+_log = logging.getLogger(__name__)
+_API_KEY_IN_TEXT = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a client's idle keep-alive connection must not block shutdown
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        super().__init__(address, _Handler)
+        self.emulator = emulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints tracebacks to stderr; route them through logging instead.
+        _log.exception("the emulator failed while serving a connection")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so that a client's connection pool is exercised
+    server_version = "akkio-emulator"
+    timeout = 60  # an abandoned connection frees its thread eventually
+    disable_nagle_algorithm = True  # headers and body go out in two writes: don't wait on ACKs
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up do_<METHOD>; route every method, HEAD included, to one place so
+        # that Emulator.handle answers 405 rather than http.server's 501.
+        if name.startswith("do_"):
+            return self._exchange
+        raise AttributeError(name)
+
+    def _exchange(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or "Transfer-Encoding" in self.headers:
+            self.send_error(411, "send a Content-Length")  # chunked bodies are not supported
+            return
+        body = self.rfile.read(int(length))
+        headers = {key: str(value) for key, value in self.headers.items()}
+        emulator = cast(_Server, self.server).emulator
+        try:
+            status, reply_headers, payload = emulator.handle(self.command, self.path, headers, body)
+        except httpx.RemoteProtocolError:
+            # A drop fault: nothing is written, and the connection closes once this returns.
+            _log.debug("%s %s -> dropped without an answer", self.command, urlsplit(self.path).path)
+            self.close_connection = True
+            return
+        self.send_response(status)
+        for key, value in reply_headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The default logs the request line, whose query string may carry the api key.
+        path = urlsplit(getattr(self, "path", "")).path  # unset when the request line was bad
+        _log.debug("%s %s -> %s", self.command, path, code)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("%s", _API_KEY_IN_TEXT.sub(r"\1***", format % args))
+
+
+class EmulatorServer:
+    """A running loopback emulator: ``url`` is its API base. Close it, or use it with ``with``."""
+
+    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.emulator = emulator
+        self._server = _Server((host, port), emulator)
+        self.url = f"http://{host}:{self._server.server_port}{API_PREFIX}"
+        # A short poll interval makes close() quick: shutdown() waits for the loop to notice.
+        serve_loop = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve_loop, name="akkio-emulator", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> EmulatorServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> EmulatorServer:
+    """Serve `emulator` on a background thread; port 0 picks a free port."""
+    return EmulatorServer(emulator, host, port)
+
+
+def serve_forever(emulator: Emulator, host: str, port: int) -> None:
+    """Serve `emulator` in this thread until interrupted (the ``akkiosync emulator`` command)."""
+    with _Server((host, port), emulator) as server:
+        _log.info(
+            "Akkio emulator on http://%s:%d%s (Ctrl-C to stop)",
+            host,
+            server.server_port,
+            API_PREFIX,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            return
