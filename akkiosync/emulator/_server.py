@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -26,7 +27,11 @@ class _Server(ThreadingHTTPServer):
         self.emulator = emulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver prints tracebacks to stderr; route them through logging instead.
+        # socketserver prints tracebacks to stderr; route them through logging instead. A
+        # client that went away mid-request (killed, timed out) is normal, not a failure.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            _log.debug("a client went away mid-request", exc_info=True)
+            return
         _log.exception("the emulator failed while serving a connection")
 
 
