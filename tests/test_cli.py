@@ -713,6 +713,20 @@ def wait_healthy(process: subprocess.Popen[bytes], url: str, deadline: float) ->
 class TestSubprocess:
     """``python -m akkiosync`` works as a real process, against a real emulator process."""
 
+    def test_bad_fault_flag(self, tmp_path: Path) -> None:
+        """An unknown fault kind is a usage error (exit 2) naming the kinds, before serving."""
+        result = subprocess.run(
+            [sys.executable, "-m", "akkiosync", "emulator", "--port", "0", "--fault", "boom=1"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert "unknown fault kind 'boom'" in result.stderr
+        assert "drop_after" in result.stderr
+
     def test_module_help(self, tmp_path: Path) -> None:
         """``python -m akkiosync --help`` exits 0."""
         result = subprocess.run(
@@ -727,7 +741,7 @@ class TestSubprocess:
         assert result.stdout.startswith("Usage: akkiosync ")
 
     def test_sync_end_to_end(self, tmp_path: Path, config_dir: Path, db_url: str) -> None:
-        """An emulator process and a sync process: exit 0 and every row landed once."""
+        """An emulator process losing answers, and a sync process: every row landed once."""
         port, key = free_port(), "subprocess-key-4711"
         base = f"http://127.0.0.1:{port}"
         log = tmp_path / "emulator.log"
@@ -737,12 +751,14 @@ class TestSubprocess:
             "AKKIO_BASE_URL": f"{base}/v1",
             "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
             "ORDERS_DB_URL": db_url,
+            "AKKIOSYNC_RECONCILE_WAIT": "0",
         }
         command = [sys.executable, "-m", "akkiosync"]
         with log.open("wb") as log_file:
             emulator = subprocess.Popen(
                 [*command, "emulator", "--port", str(port), "--api-key", key,
-                 "--data", str(tmp_path / "emulator.jsonl")],
+                 "--data", str(tmp_path / "emulator.jsonl"), "--fault-only", "add",
+                 "--fault-script", "ok,drop_after,503,drop_before", "--retry-after", "0"],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=tmp_path,
@@ -767,7 +783,9 @@ class TestSubprocess:
                 rows = http.get(
                     "/_emulator/rows", params={"id": listed[0]["id"], "api_key": key}
                 ).json()["rows"]
+                fired = http.get("/_emulator/faults", params={"api_key": key}).json()["fired"]
             assert sorted(row["id"] for row in rows) == list(range(1, ROWS + 1))
+            assert (fired["drop_after"], fired["503"], fired["drop_before"]) == (1, 1, 1)
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)

@@ -385,3 +385,42 @@ class TestPreview:
         assert [r["id"] for r in shown.records] == [1, 2, 3]
         assert not shown.pinned
         assert emulator.request_count() == 0
+
+
+class _LoseCreateAnswers(httpx.BaseTransport):
+    """Creates datasets on the emulator but loses the first ``lose`` answers to a create."""
+
+    def __init__(self, emulator: Emulator, lose: int) -> None:
+        self._inner = emulator.transport()
+        self._lose = lose
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.method == "POST" and b'"name"' in request.content and self._lose > 0:
+            self._lose -= 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return response
+
+
+class TestDatasetCreation:
+    """A create whose answer was lost is adopted by the next run, not made twice."""
+
+    def test_lost_create_answer(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """The next run adopts the one new dataset of that name; an older namesake is left."""
+        older = client.create_dataset("Orders")  # someone else's dataset with the same name
+        transport = _LoseCreateAnswers(emulator, lose=1)
+        with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as lossy:
+            runner = Runner(store, lossy, sleep=_no_sleep)
+            job = make_job(db_url, orders.name)
+            failed = runner.run(job)
+            assert not failed.ok
+            assert store.pending_creation("orders") is not None
+            second = runner.run(job)
+        assert second.ok, second.error
+        assert len(emulator.dataset_ids()) == 2
+        assert second.dataset_id != older.id
+        assert emulator.rows(older.id) == []
+        assert [r["id"] for r in emulator.rows(second.dataset_id or "")] == list(range(1, 11))
+        assert store.pending_creation("orders") is None
