@@ -8,7 +8,6 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import FrozenInstanceError
 from pathlib import Path
@@ -23,8 +22,8 @@ from akkiosync.emulator import (
     Emulator,
     EmulatorServer,
     FaultPlan,
-    serve,
 )
+from tests.emulator.helpers import add, create
 
 KEY = DEFAULT_API_KEY
 # The extra endpoints live beside /v1, so relative to a client's /v1 base URL:
@@ -34,50 +33,6 @@ DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
 FAST = 0.01  # the delay of slow faults here: tests never wait for long
 LIST = f"/v1/datasets?api_key={KEY}"
 NO_FAULTS = dict.fromkeys(FAULT_KINDS, 0)
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator()
-
-
-@pytest.fixture
-def local(emu: Emulator) -> Iterator[httpx.Client]:
-    """An httpx client wired to `emu` in-process."""
-    with httpx.Client(transport=emu.transport(), base_url="http://emulator/v1") as c:
-        yield c
-
-
-@pytest.fixture
-def server(emu: Emulator) -> Iterator[EmulatorServer]:
-    with serve(emu) as running:
-        yield running
-
-
-@pytest.fixture
-def http(server: EmulatorServer) -> Iterator[httpx.Client]:
-    # trust_env=False: a proxy from the environment must not intercept loopback traffic.
-    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture(params=["in-process", "loopback"])
-def any_client(request: pytest.FixtureRequest) -> httpx.Client:
-    """Every fault must behave alike through the MockTransport and over a real socket."""
-    fixture = "local" if request.param == "in-process" else "http"
-    c: httpx.Client = request.getfixturevalue(fixture)
-    return c
-
-
-def create(client: httpx.Client, name: str = "orders") -> str:
-    response = client.post("/datasets", json={"api_key": KEY, "name": name})
-    assert response.status_code == 200, response.text
-    dataset_id: str = response.json()["dataset_id"]
-    return dataset_id
-
-
-def add(client: httpx.Client, dataset_id: str, rows: Any) -> httpx.Response:
-    return client.post("/datasets", json={"api_key": KEY, "id": dataset_id, "rows": rows})
 
 
 def listing(client: httpx.Client) -> httpx.Response:

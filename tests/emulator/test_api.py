@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,56 +17,13 @@ import httpx
 import pytest
 
 from akkiosync.emulator import DEFAULT_API_KEY, Emulator, EmulatorServer, serve
+from tests.emulator.helpers import add, create
 
 KEY = DEFAULT_API_KEY
 BAD_KEY_BODY = b'{"status": "missing or invalid API key"}'
 NOT_FOUND = {"status": "error", "message": "dataset not found"}
 # The extra endpoints live beside /v1, so relative to a client's /v1 base URL:
 HEALTH, ROWS = "/../_emulator/health", "/../_emulator/rows"
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator()
-
-
-@pytest.fixture
-def local(emu: Emulator) -> Iterator[httpx.Client]:
-    """An httpx client wired to `emu` in-process (conftest's `client` is the AkkioClient)."""
-    with httpx.Client(transport=emu.transport(), base_url="http://emulator/v1") as c:
-        yield c
-
-
-@pytest.fixture
-def server(emu: Emulator) -> Iterator[EmulatorServer]:
-    with serve(emu) as running:
-        yield running
-
-
-@pytest.fixture
-def http(server: EmulatorServer) -> Iterator[httpx.Client]:
-    # trust_env=False: a proxy from the environment must not intercept loopback traffic.
-    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture(params=["in-process", "loopback"])
-def any_client(request: pytest.FixtureRequest) -> httpx.Client:
-    """The same contract must hold through the MockTransport and over a real socket."""
-    fixture = "local" if request.param == "in-process" else "http"
-    c: httpx.Client = request.getfixturevalue(fixture)
-    return c
-
-
-def create(client: httpx.Client, name: str = "orders") -> str:
-    response = client.post("/datasets", json={"api_key": KEY, "name": name})
-    assert response.status_code == 200, response.text
-    dataset_id: str = response.json()["dataset_id"]
-    return dataset_id
-
-
-def add(client: httpx.Client, dataset_id: str, rows: Any) -> httpx.Response:
-    return client.post("/datasets", json={"api_key": KEY, "id": dataset_id, "rows": rows})
 
 
 def describe(client: httpx.Client, dataset_id: str) -> dict[str, Any]:
