@@ -29,7 +29,7 @@ from akkiosync.pacing import RetryPolicy, limiter_for
 from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
 from akkiosync.runner import Runner, RunResult
-from akkiosync.source import make_source
+from akkiosync.source import Bounds, make_source
 from akkiosync.state import RunRecord, Store
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -191,8 +191,15 @@ def validate(app: App, *, connect: bool) -> None:
         if connect:
             with make_source(job.source) as source:
                 schema = planned_schema(job, source.columns())
+                source.check(_bounds_of(job))  # do settle and lookback fit the watermark?
+                unindexed = source.unindexed()
             fields = ", ".join(f"{f.name}:{f.type}" for f in schema.fields)
             click.echo(f"  source ok; fields: {fields}")
+            for column in unindexed:
+                click.echo(
+                    f"  warning: no index starts with {column}: every run scans the table "
+                    f"(CREATE INDEX ON {job.source.table} ({column}))"
+                )
     click.echo(f"{len(jobs)} job(s) valid")
 
 
@@ -375,6 +382,13 @@ def emulator(
 def demo(rows: int) -> None:
     """Everything on embedded defaults: a sample database, the emulator, two syncs."""
     run_demo(rows, echo=click.echo)
+
+
+def _bounds_of(job: Job) -> Bounds:
+    """Bounds with every option the job sets, to check them against the watermark's type."""
+    spec = job.source
+    window = None if spec.lookback is None else (None, spec.lookback)  # type, not anchor
+    return Bounds(settle=spec.settle, window=window)
 
 
 def _cursor_text(cursor_json: str | None) -> str:

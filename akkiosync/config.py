@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,7 +34,7 @@ from akkiosync.akkio import DEFAULT_BASE_URL
 from akkiosync.errors import ConfigError, JobNotFoundError
 from akkiosync.mapping import FieldType
 from akkiosync.redact import redact, register_secret
-from akkiosync.schedule import Schedule, parse_schedule
+from akkiosync.schedule import Schedule, parse_duration, parse_schedule
 
 JOB_SUFFIXES = (".yaml", ".yml")
 
@@ -90,6 +92,34 @@ class SourceSpec(_Model):
     query: str | None = None
     watermark: str
     key: tuple[str, ...] = ()
+    # Only rows whose watermark is older than the database's now() - settle are read.
+    settle: timedelta | None = None
+    # Re-read this far behind the checkpoint (a duration, or a count for integer watermarks)
+    # and send only the rows not sent before.
+    lookback: timedelta | int | None = None
+    null_watermark: Literal["skip", "fail"] = "skip"
+    # The first run starts at rows whose watermark is >= this, instead of at the beginning.
+    initial_watermark: datetime | date | int | Decimal | str | None = None
+
+    @field_validator("settle", mode="before")
+    @classmethod
+    def _settle_duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_duration(value)
+        if value is not None:
+            raise ValueError('must be a duration such as "30s", "5m", "1h"')
+        return value
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a duration (10m) or a count of watermark units (1000)")
+        if isinstance(value, str):
+            return parse_duration(value)
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be more than zero")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -113,6 +143,8 @@ class SourceSpec(_Model):
     def _table_or_query(self) -> SourceSpec:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of 'table' or 'query'")
+        if self.lookback is not None and not self.key:
+            raise ValueError("lookback needs a key: rows are told apart by key and watermark")
         return self
 
 

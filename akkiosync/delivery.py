@@ -9,8 +9,10 @@ dataset (or Akkio counts lazily), and the job's ``on_mismatch`` policy decides.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,7 +85,7 @@ class Delivery:
                 self._job, intent.rows, outcome.value,
             )  # fmt: skip
             if outcome is Outcome.LANDED:
-                self._store.commit_batch(self._job, intent.cursor_after, intent.rows, self._clock())
+                self._commit(intent)
             else:
                 self._store.clear_intent(self._job)  # the rows are read again from the cursor
         count = self._count()
@@ -97,9 +99,17 @@ class Delivery:
         self.rows_before = count
 
     def send(
-        self, records: Sequence[Mapping[str, object]], cursor_before: str | None, cursor_after: str
+        self,
+        records: Sequence[Mapping[str, object]],
+        cursor_before: str | None,
+        cursor_after: str,
+        *,
+        ledger: Sequence[tuple[str, float]] = (),
+        prune_below: float | None = None,
     ) -> None:
-        """Deliver one batch exactly once and commit its cursor, or raise."""
+        """Deliver one batch exactly once and commit its cursor (and, for lookback jobs, its
+        ledger entries), or raise."""
+        extra = {"entries": list(ledger), "prune_below": prune_below}
         intent = Intent(
             job=self._job,
             dataset_id=self._dataset_id,
@@ -108,6 +118,7 @@ class Delivery:
             cursor_before=cursor_before,
             cursor_after=cursor_after,
             created_at=self._clock(),
+            ledger_json=json.dumps(extra) if ledger or prune_below is not None else None,
         )
         self._store.record_intent(intent)
         for attempt in range(1, self._retry.attempts + 1):
@@ -132,8 +143,19 @@ class Delivery:
                 self._sleep(self._retry.delay(attempt, getattr(exc, "retry_after", None)))
             else:
                 break
-        self._store.commit_batch(self._job, cursor_after, intent.rows, self._clock())
+        self._commit(intent)
         self.rows_before = intent.rows_before + intent.rows
+
+    def _commit(self, intent: Intent) -> None:
+        extra = json.loads(intent.ledger_json) if intent.ledger_json else {}
+        self._store.commit_batch(
+            self._job,
+            intent.cursor_after,
+            intent.rows,
+            self._clock(),
+            ledger=[(entry, wm_order) for entry, wm_order in extra.get("entries", [])],
+            prune_below=extra.get("prune_below"),
+        )
 
     def _count(self) -> int:
         return self._client.get_dataset(self._dataset_id).rows
@@ -167,12 +189,4 @@ class Delivery:
 
 def _rebase(intent: Intent, count: int, now: dt.datetime) -> Intent:
     """The same batch, now expected on top of ``count`` rows."""
-    return Intent(
-        intent.job,
-        intent.dataset_id,
-        intent.rows,
-        count,
-        intent.cursor_before,
-        intent.cursor_after,
-        now,
-    )
+    return dataclasses.replace(intent, rows_before=count, created_at=now)

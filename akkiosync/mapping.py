@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
@@ -31,6 +31,7 @@ class SourceColumn:
     name: str
     python_type: type | None
     sql_type: str = ""
+    utc: bool = False  # its naive timestamps are UTC (MySQL TIMESTAMP, read in a UTC session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,8 @@ def _to_float(value: Any) -> Any:
 def _to_string(value: Any) -> Any:
     if isinstance(value, str):
         return value
+    if isinstance(value, dt.datetime):
+        return _utc(value).isoformat()
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
@@ -175,9 +178,25 @@ def _to_category(value: Any) -> Any:
     return value if isinstance(value, bool) else _to_string(value)
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    # An aware timestamp is an instant: its offset is the reading session's time zone, not
+    # data (PostgreSQL shows timestamptz in the session's zone). UTC makes the text the same
+    # whatever that zone was.
+    return value.astimezone(dt.UTC) if value.utcoffset() is not None else value
+
+
 def _to_date(value: Any) -> Any:
-    # ISO 8601; aware timestamps keep their offset, naive ones stay naive.
+    # ISO 8601: aware timestamps in UTC with their offset, naive ones naive and unshifted.
+    if isinstance(value, dt.datetime):
+        return _utc(value).isoformat()
     return value.isoformat() if isinstance(value, dt.date | dt.time) else _to_string(value)
+
+
+def _to_utc_date(value: Any) -> Any:
+    # A naive timestamp known to be UTC (MySQL TIMESTAMP read in a UTC session).
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return _to_date(value)
 
 
 _CONVERTERS: dict[str, Converter] = {
@@ -192,7 +211,10 @@ _CONVERTERS: dict[str, Converter] = {
 class RecordMapper:
     """Turns source rows (tuples in ``column_names`` order) into records for the dataset."""
 
-    def __init__(self, schema: Schema, column_names: Sequence[str]) -> None:
+    def __init__(
+        self, schema: Schema, column_names: Sequence[str], utc_columns: Collection[str] = ()
+    ) -> None:
+        """``utc_columns``: columns whose naive timestamps are UTC and are sent as such."""
         position = {name: i for i, name in enumerate(column_names)}
         missing = [f.source for f in schema.fields if f.source not in position]
         if missing:
@@ -200,7 +222,16 @@ class RecordMapper:
                 f"source column(s) {', '.join(missing)} no longer exist but the dataset's "
                 "schema needs them; restore them or `akkiosync reset` the job"
             )
-        self._plan = [(f.name, position[f.source], _CONVERTERS[f.type]) for f in schema.fields]
+        self._plan = [
+            (
+                f.name,
+                position[f.source],
+                _to_utc_date
+                if f.type == "date" and f.source in utc_columns
+                else _CONVERTERS[f.type],
+            )
+            for f in schema.fields
+        ]
 
     def record(self, row: Sequence[Any]) -> dict[str, Any]:
         """One row as a record with exactly the schema's keys."""

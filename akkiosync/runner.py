@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,12 +21,13 @@ from akkiosync.config import Job
 from akkiosync.cursor import decode_cursor, encode_cursor
 from akkiosync.dataset import pinned_dataset
 from akkiosync.delivery import Delivery, ReconcilePolicy
-from akkiosync.errors import AkkioSyncError, SourceUnavailableError
+from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
 from akkiosync.lock import JobLock
+from akkiosync.lookback import Ledger, later
 from akkiosync.mapping import RecordMapper, new_columns
 from akkiosync.pacing import RetryPolicy
 from akkiosync.redact import redact
-from akkiosync.source import Source, make_source
+from akkiosync.source import Bounds, Source, coerce, make_source
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class RunResult:
     cursor_after: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    rows_skipped: int = 0  # rows with a NULL watermark, never read
 
     @property
     def ok(self) -> bool:
@@ -68,6 +70,7 @@ class _Progress:
     rows_sent: int = 0
     batches: int = 0
     dataset_id: str | None = None
+    rows_skipped: int = 0
 
 
 class Runner:
@@ -132,6 +135,7 @@ class Runner:
             batches=progress.batches,
             cursor_after=progress.cursor_json,
             error=error,
+            rows_skipped=progress.rows_skipped,
         )
         seconds = time.monotonic() - started
         if error:
@@ -154,6 +158,7 @@ class Runner:
             cursor_after=progress.cursor_json,
             seconds=seconds,
             error=error,
+            rows_skipped=progress.rows_skipped,
         )
 
     def _sync(self, job: Job, run_id: int, progress: _Progress) -> None:
@@ -182,10 +187,14 @@ class Runner:
             )
             delivery.recover()  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
-            mapper = RecordMapper(schema, [c.name for c in columns])
+            progress.rows_skipped = self._null_cursor_rows(job, source)
+            utc = {c.name for c in columns if c.utc}
+            mapper = RecordMapper(schema, [c.name for c in columns], utc)
+            initial = job.source.initial_watermark
+            since = None if initial is None else coerce(initial, source.watermark())
             for attempt in range(1, SOURCE_ATTEMPTS + 1):
                 try:
-                    self._stream(job, run_id, source, mapper, delivery, progress)
+                    self._stream(job, run_id, source, mapper, delivery, progress, since)
                 except SourceUnavailableError as exc:
                     if attempt == SOURCE_ATTEMPTS:
                         raise
@@ -207,20 +216,63 @@ class Runner:
         mapper: RecordMapper,
         delivery: Delivery,
         progress: _Progress,
+        since: object,
     ) -> None:
+        spec = job.source
         cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        for batch in source.batches(cursor, job.batch_size):
+        ledger = None
+        if spec.lookback is not None:
+            seen = self._store.ledger_entries(job.name, Ledger.since(cursor, spec.lookback))
+            ledger = Ledger(spec.lookback, seen)
+        bounds = Bounds(
+            after=cursor if ledger is None else None,
+            window=(cursor.watermark if cursor else None, ledger.back) if ledger else None,
+            since=since,
+            settle=spec.settle,
+        )
+        width = len(source.columns())  # each row's cursor columns start here
+        for batch in source.batches(bounds, job.batch_size):
             progress.rows_read += len(batch.rows)
-            records = mapper.records(batch.rows)
-            cursor_json = encode_cursor(batch.cursor)
-            delivery.send(records, progress.cursor_json, cursor_json)
+            rows: Sequence[Sequence[object]] = batch.rows
+            entries: list[tuple[str, float]] = []
+            after, prune = batch.cursor, None
+            if ledger is not None:
+                rows, entries = ledger.fresh(batch.rows, width)
+                after = later(cursor, batch.cursor)
+                prune = ledger.prune_below(after)
+                if not rows:
+                    continue  # all sent before: nothing to deliver, nothing to move
+            cursor_json = encode_cursor(after)
+            records = mapper.records(rows)
+            delivery.send(
+                records, progress.cursor_json, cursor_json, ledger=entries, prune_below=prune
+            )
+            cursor = after
             progress.cursor_json = cursor_json
             progress.rows_sent += len(records)
             progress.batches += 1
             logger.info(
                 "job %s: run %d batch %d: %d rows sent (cursor %s)",
-                job.name, run_id, progress.batches, len(records), batch.cursor.describe(),
+                job.name, run_id, progress.batches, len(records), after.describe(),
             )  # fmt: skip
+
+    @staticmethod
+    def _null_cursor_rows(job: Job, source: Source) -> int:
+        """Rows with a NULL watermark or key are never read: count them, and fail if the job
+        says so."""
+        nulls = source.null_cursor_rows()
+        columns = " or ".join((job.source.watermark, *job.source.key))
+        if nulls and job.source.null_watermark == "fail":
+            raise SourceError(
+                f"{nulls} row(s) have a NULL {columns} and are never read; fill it in, or set "
+                "source.null_watermark: skip"
+            )
+        if nulls:
+            logger.warning(
+                "job %s: %d row(s) with a NULL %s are skipped (source.null_watermark: skip)",
+                job.name, nulls, columns,
+            )  # fmt: skip
+        return nulls
 
 
 def _show(cursor_json: str | None) -> str:

@@ -1,4 +1,5 @@
-"""When a job runs: a five-field cron expression or a fixed interval ("30s", "5m", "1h", "1d").
+"""When a job runs: a five-field cron expression or a fixed interval ("30s", "5m", "1h", "1d"),
+and the durations (settle, lookback) written the same way.
 
 Parsing lives here, apart from the scheduler, so that ``validate`` can reject a bad schedule
 without importing APScheduler. Cron follows crontab(5): day-of-week 0 and 7 are Sunday.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
@@ -46,11 +48,18 @@ class Schedule:
         return self.expression
 
 
+def parse_duration(text: str) -> timedelta:
+    """A duration such as "30s", "5m", "1h", "1d"; ``ValueError`` if it is not one."""
+    match = _INTERVAL.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m, 1h or 1d")
+    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2].lower()])
+
+
 def parse_schedule(text: str) -> Schedule:
     """Parse a cron expression or an interval; ``ValueError`` says what is wrong."""
-    interval = _INTERVAL.match(text)
-    if interval:
-        seconds = int(interval[1]) * _UNIT_SECONDS[interval[2].lower()]
+    if _INTERVAL.match(text):
+        seconds = int(parse_duration(text).total_seconds())
         if seconds <= 0:
             raise ValueError(f"interval {text!r} must be longer than zero")
         return Schedule("interval", text.strip(), seconds)

@@ -441,28 +441,39 @@ class TestNumbers:
 
 
 class TestTemporal:
-    """Dates and timestamps are ISO 8601; offsets are kept, naive stays naive."""
+    """Dates and timestamps are ISO 8601; aware ones in UTC with +00:00, naive stays naive."""
 
     @pytest.mark.parametrize(
         ("value", "expected"),
         [
             (
                 dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=IST),
-                "2024-05-06T07:08:09.123456+05:30",
+                "2024-05-06T01:38:09.123456+00:00",
             ),
             (dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC), "2024-05-06T07:08:09+00:00"),
-            (dt.datetime(2024, 5, 6, 7, 8, 9, 1, tzinfo=PST), "2024-05-06T07:08:09.000001-08:00"),
+            (dt.datetime(2024, 5, 6, 7, 8, 9, 1, tzinfo=PST), "2024-05-06T15:08:09.000001+00:00"),
         ],
         ids=["+05:30-micro", "utc", "-08:00-1us"],
     )
-    def test_aware_datetime_keeps_its_offset(
+    def test_aware_datetime_is_sent_in_utc(
         self, map_one: MapOne, value: dt.datetime, expected: str
     ) -> None:
-        """An aware timestamp keeps its own offset (not converted to UTC) and microseconds."""
+        """An aware timestamp is the same instant in UTC, microseconds kept: the reading
+        session's zone never changes the text sent."""
         out = map_one(value, "date")
         assert out == expected
         assert dt.datetime.fromisoformat(out) == value
-        assert dt.datetime.fromisoformat(out).utcoffset() == value.utcoffset()
+        assert dt.datetime.fromisoformat(out).utcoffset() == dt.timedelta(0)
+
+    def test_utc_column(self) -> None:
+        """A column whose naive timestamps are UTC (MySQL TIMESTAMP) is sent with +00:00."""
+        schema = Schema((DatasetField("at", "at", "date"), DatasetField("local", "local", "date")))
+        naive = dt.datetime(2024, 5, 6, 7, 8, 9, 5)  # noqa: DTZ001 - naive on purpose
+        record = RecordMapper(schema, ["at", "local"], utc_columns={"at"}).record([naive, naive])
+        assert record == {
+            "at": "2024-05-06T07:08:09.000005+00:00",
+            "local": "2024-05-06T07:08:09.000005",
+        }
 
     @pytest.mark.usefixtures("far_local_zone")
     def test_naive_datetime_stays_naive(self, map_one: MapOne) -> None:
@@ -493,9 +504,9 @@ class TestTemporal:
         assert map_one(value, field_type) == expected
 
     def test_datetime_as_string_is_iso(self, map_one: MapOne) -> None:
-        """A timestamp under a string override is still ISO 8601 with its offset."""
+        """A timestamp under a string override is still ISO 8601, in UTC with its offset."""
         value = dt.datetime(2024, 5, 6, 7, 8, 9, 5, tzinfo=IST)
-        assert map_one(value, "string") == "2024-05-06T07:08:09.000005+05:30"
+        assert map_one(value, "string") == "2024-05-06T01:38:09.000005+00:00"
 
 
 class TestStrings:

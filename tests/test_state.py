@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from akkiosync import state, state_schema
 from akkiosync.errors import StateError
 from akkiosync.redact import MASK, register_secret
-from akkiosync.state import JobState, RunRecord, Store
+from akkiosync.state import JobState, RunRecord, RunStatus, Store
+from akkiosync.state import _schema as state_schema
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 SCHEMA = '[{"name": "id", "type": "integer"}]'
@@ -58,7 +58,7 @@ def store(open_store: OpenStore) -> Store:
     return open_store()
 
 
-def finish(store: Store, run_id: int, status: state.RunStatus = "success", **changes: Any) -> None:
+def finish(store: Store, run_id: int, status: RunStatus = "success", **changes: Any) -> None:
     """Finish a run with plausible numbers, overridden by ``changes``."""
     values: dict[str, Any] = {"rows_read": 3, "rows_sent": 3, "batches": 1, "cursor_after": "[3]"}
     store.finish_run(run_id, status=status, now=T0 + timedelta(seconds=5), **(values | changes))

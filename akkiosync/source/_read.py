@@ -1,10 +1,7 @@
-"""The SQL side: engines, reflection, and the streamed keyset read. The only module with SQL.
+"""The streamed read of one source: reflection, the query, batches.
 
-The read is ``WHERE (wm, key) > (:wm, :key) ORDER BY wm, key``, written out as nested
-``OR``/``AND`` so that every database (and its indexes) understands it. Cursor values are bound
-as typed parameters, never pasted into SQL, and identifiers come from reflection, so a table
-name from YAML is always quoted. Rows are streamed with a server-side cursor: memory grows with
-the batch size, not with the table.
+Rows are streamed with a server-side cursor: memory grows with the batch size, not with the
+table. Identifiers come from reflection, so a table name from YAML is always quoted.
 """
 
 from __future__ import annotations
@@ -13,26 +10,21 @@ import datetime as dt
 import logging
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from akkiosync.cursor import Cursor
-from akkiosync.errors import ConfigError, SourceError, SourceUnavailableError
+from akkiosync.errors import ConfigError
 from akkiosync.mapping import SourceColumn
-from akkiosync.redact import redact
+from akkiosync.source._bounds import Bounds, Watermark, check, predicates
+from akkiosync.source._engine import source_error
 
 logger = logging.getLogger(__name__)
 
-# The drivers we ship, used when a URL names none (SQLAlchemy's defaults may be missing).
-_DEFAULT_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
 _SAMPLE_ROWS = 200
 
 
@@ -42,57 +34,6 @@ class Batch:
 
     rows: Sequence[Sequence[Any]]
     cursor: Cursor
-
-
-def engine_url(url: str) -> URL:
-    """The SQLAlchemy URL, with our bundled driver filled in where the URL names none."""
-    parsed = make_url(url)
-    return parsed.set(drivername=_DEFAULT_DRIVERS.get(parsed.drivername, parsed.drivername))
-
-
-def open_engine(url: str) -> Engine:
-    """An engine for a source URL; connections are checked before use."""
-    try:
-        return sa.create_engine(engine_url(url), pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError) as exc:
-        raise SourceError(f"cannot use database URL {redact(url)}: {redact(str(exc))}") from None
-
-
-class SourceSpec(Protocol):
-    """What opening a source needs (the job file's ``source:`` section satisfies it)."""
-
-    @property
-    def url(self) -> str: ...
-    @property
-    def table(self) -> str | None: ...
-    @property
-    def query(self) -> str | None: ...
-    @property
-    def watermark(self) -> str: ...
-    @property
-    def key(self) -> tuple[str, ...]: ...
-
-
-def make_source(spec: SourceSpec) -> Source:
-    """A source on a fresh engine; the caller closes it."""
-    return Source(
-        open_engine(spec.url),
-        watermark=spec.watermark,
-        key=spec.key,
-        table=spec.table,
-        query=spec.query,
-    )
-
-
-def source_error(exc: SQLAlchemyError, doing: str) -> SourceError:
-    """A redacted ``SourceError`` for a SQLAlchemy failure; dropped connections are retriable."""
-    original = getattr(exc, "orig", None) or exc
-    first_line = (str(original).strip().splitlines() or [""])[0]
-    message = redact(f"{doing}: {type(original).__name__}: {first_line}")
-    lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
-    if lost or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return SourceUnavailableError(message)
-    return SourceError(message)
 
 
 def _python_type(sql_type: sa.types.TypeEngine[Any]) -> type | None:
@@ -155,7 +96,10 @@ class Source:
         schema, _, name = self._table_name.rpartition(".")
         table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self._engine)
         self._columns = [
-            SourceColumn(c.name, _python_type(c.type), str(c.type)) for c in table.columns
+            SourceColumn(
+                c.name, _python_type(c.type), str(c.type), utc=isinstance(c.type, mysql.TIMESTAMP)
+            )
+            for c in table.columns
         ]
         return table
 
@@ -191,24 +135,44 @@ class Source:
             exprs.append(col)
         return exprs
 
-    def select(self, after: Cursor | None, limit: int | None = None) -> sa.Select[Any]:
-        """The keyset query: rows past ``after`` (or all with a watermark), in cursor order."""
+    def watermark(self) -> Watermark:
+        """The watermark column, as the bounds of a read need it."""
         source = self._prepare()
+        column = next(c for c in self._columns if c.name == self._watermark)
+        return Watermark(
+            dialect=self._engine.dialect.name,
+            raw=source.c[self._watermark],
+            cursor=self._cursor_expressions(source)[0],
+            python_type=column.python_type,
+            utc=column.utc,
+        )
+
+    def check(self, bounds: Bounds) -> Watermark:
+        """The watermark, once it is known that ``bounds``' options fit its type."""
+        watermark = self.watermark()
+        check(bounds, watermark, self._watermark)
+        return watermark
+
+    def select(self, bounds: Bounds, limit: int | None = None) -> sa.Select[Any]:
+        """The read: rows within ``bounds``, in (watermark, key) order."""
+        source = self._prepare()
+        watermark = self.check(bounds)
         cursor_exprs = self._cursor_expressions(source)
         statement = sa.select(
             *(source.c[c.name] for c in self._columns),
             *(e.label(f"akkiosync_cursor_{i}") for i, e in enumerate(cursor_exprs)),
         )
-        if after is None:
-            statement = statement.where(cursor_exprs[0].is_not(None))
-        else:
-            statement = statement.where(_after(cursor_exprs, [after.watermark, *after.key]))
+        statement = statement.where(*predicates(bounds, watermark, cursor_exprs))
         statement = statement.order_by(*cursor_exprs)
         return statement if limit is None else statement.limit(limit)
 
-    def batches(self, after: Cursor | None, batch_size: int) -> Generator[Batch, None, None]:
-        """Stream the rows past ``after`` in batches of ``batch_size`` (see ``_group_batches``)."""
-        statement = self.select(after)
+    def batches(
+        self, after: Cursor | Bounds | None, batch_size: int
+    ) -> Generator[Batch, None, None]:
+        """Stream the rows within the bounds (or past a cursor) in batches of ``batch_size``;
+        without a key, batches end only where the watermark changes (``_whole_groups``)."""
+        bounds = after if isinstance(after, Bounds) else Bounds(after=after)
+        statement = self.select(bounds)
         width = len(self._columns)
         try:
             with (
@@ -223,6 +187,33 @@ class Source:
         except SQLAlchemyError as exc:
             raise source_error(exc, "reading the source") from None
 
+    def null_cursor_rows(self) -> int:
+        """How many rows have a NULL watermark or key: no read ever takes them."""
+        source = self._prepare()
+        nulls = sa.or_(*(source.c[name].is_(None) for name in (self._watermark, *self._key)))
+        query = sa.select(sa.func.count()).select_from(source).where(nulls)
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except SQLAlchemyError as exc:
+            raise source_error(exc, "counting NULL watermarks and keys") from None
+
+    def unindexed(self) -> list[str]:
+        """Cursor columns no index starts with (a table only): each read would scan."""
+        if self._table_name is None:
+            return []
+        schema, _, name = self._table_name.rpartition(".")
+        try:
+            inspector = sa.inspect(self._engine)
+            indexes: list[Sequence[str | None]] = [
+                i["column_names"] for i in inspector.get_indexes(name, schema or None)
+            ]
+            indexes.append(inspector.get_pk_constraint(name, schema or None)["constrained_columns"])
+        except SQLAlchemyError as exc:
+            raise source_error(exc, "reading the source's indexes") from None
+        leading = {columns[0] for columns in indexes if columns}
+        return [c for c in (self._watermark, *self._key[:1]) if c not in leading]
+
     def close(self) -> None:
         """Release the engine's connections."""
         self._engine.dispose()
@@ -232,15 +223,6 @@ class Source:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _after(exprs: Sequence[sa.ColumnElement[Any]], values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """``(e0, e1, ...) > (v0, v1, ...)`` written as ``e0 > v0 OR (e0 = v0 AND (...))``."""
-    head, value = exprs[0], values[0]
-    greater: sa.ColumnElement[bool] = head > value
-    if len(exprs) == 1:
-        return greater
-    return sa.or_(greater, sa.and_(head == value, _after(exprs[1:], values[1:])))
 
 
 def _whole_groups(parts: Iterator[list[Any]], batch_size: int, width: int) -> Iterator[list[Any]]:

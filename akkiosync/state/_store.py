@@ -1,7 +1,7 @@
 """The checkpoint store: each job's dataset, schema, cursor and counters, and every run.
 
 SQLAlchemy Core on SQLite in WAL mode, with portable Core types only, so that a PostgreSQL store
-needs no rewrite. The tables and their migrations are in ``state_schema``; each migration runs
+needs no rewrite. The tables and their migrations are in ``_schema``; each migration runs
 in a transaction of its own. Every public method is one short transaction: a crash leaves each write
 whole or absent. The JSON columns are opaque text whose meaning belongs to the runner. The store
 never reads the clock (callers pass ``now``) and never holds a secret (error texts are redacted).
@@ -13,79 +13,17 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from akkiosync import state_schema as schema
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
-
-RunStatus = Literal["running", "success", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class JobState:
-    """What the store knows about one job; all ``None``/0 for a job it has never seen."""
-
-    job: str
-    dataset_id: str | None = None
-    dataset_name: str | None = None
-    schema_json: str | None = None
-    cursor_json: str | None = None
-    rows_sent: int = 0
-    batches_sent: int = 0
-    rows_at_pin: int = 0
-
-    @property
-    def rows_expected(self) -> int:
-        """The dataset's row count if this job alone wrote to it since it was pinned."""
-        return self.rows_at_pin + self.rows_sent
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A batch about to be sent: enough to decide after a crash whether it landed."""
-
-    job: str
-    dataset_id: str
-    rows: int
-    rows_before: int
-    cursor_before: str | None
-    cursor_after: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Creation:
-    """A dataset about to be created, with the ids that name already had before."""
-
-    job: str
-    dataset_name: str
-    known_ids: tuple[str, ...]
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One run of one job, as recorded in the store."""
-
-    id: int
-    job: str
-    started_at: datetime
-    ended_at: datetime | None
-    status: RunStatus
-    rows_read: int
-    rows_sent: int
-    batches: int
-    cursor_before: str | None
-    cursor_after: str | None
-    error: str | None
-
+from akkiosync.state import _schema as schema
+from akkiosync.state._records import Creation, Intent, JobState, RunRecord, RunStatus
 
 _PRAGMAS = (
     "PRAGMA busy_timeout = 30000",  # first, so that switching to WAL waits for other openers
@@ -220,9 +158,19 @@ class Store:
             _update_or_insert(connection, job, values, values)
             connection.execute(sa.delete(schema.creations).where(schema.creations.c.job == job))
 
-    def commit_batch(self, job: str, cursor_json: str, rows: int, now: datetime) -> None:
-        """One transaction: set the cursor, rows_sent += rows, batches_sent += 1, and clear the
-        job's intent."""
+    def commit_batch(
+        self,
+        job: str,
+        cursor_json: str,
+        rows: int,
+        now: datetime,
+        *,
+        ledger: Sequence[tuple[str, float]] = (),
+        prune_below: float | None = None,
+    ) -> None:
+        """One transaction: set the cursor, rows_sent += rows, batches_sent += 1, clear the
+        job's intent, record the batch's ``ledger`` entries (lookback jobs) and drop the
+        entries ordered below ``prune_below``."""
         if rows < 0:
             raise ValueError(f"a batch cannot have {rows} rows")
         values = {"cursor_json": cursor_json, "updated_at": schema.utc(now)}
@@ -230,11 +178,29 @@ class Store:
             "rows_sent": schema.jobs.c.rows_sent + rows,
             "batches_sent": schema.jobs.c.batches_sent + 1,
         }
+        table = schema.ledger
         with self._transaction(write=True) as connection:
             _update_or_insert(
                 connection, job, values | added, values | {"rows_sent": rows, "batches_sent": 1}
             )
             connection.execute(sa.delete(schema.intents).where(schema.intents.c.job == job))
+            if prune_below is not None:
+                old = sa.and_(table.c.job == job, table.c.wm_order < prune_below)
+                connection.execute(sa.delete(table).where(old))
+            if ledger:
+                connection.execute(
+                    sa.insert(table),
+                    [{"job": job, "entry": e, "wm_order": o} for e, o in ledger],
+                )
+
+    def ledger_entries(self, job: str, since: float | None = None) -> set[str]:
+        """The job's ledger: rows sent whose watermark is ordered at or after ``since``."""
+        table = schema.ledger
+        query = sa.select(table.c.entry).where(table.c.job == job)
+        if since is not None:
+            query = query.where(table.c.wm_order >= since)
+        with self._transaction() as connection:
+            return set(connection.execute(query).scalars())
 
     def record_intent(self, intent: Intent) -> None:
         """Write the job's intent (replacing any older one) before its batch is sent."""
@@ -245,6 +211,7 @@ class Store:
             "cursor_before": intent.cursor_before,
             "cursor_after": intent.cursor_after,
             "created_at": schema.utc(intent.created_at),
+            "ledger_json": intent.ledger_json,
         }
         table = schema.intents
         with self._transaction(write=True) as connection:
@@ -289,12 +256,13 @@ class Store:
         return Creation(row.job, row.dataset_name, known, row.created_at)
 
     def reset(self, job: str) -> None:
-        """Forget the job's dataset, schema, cursor, counters and intents; runs stay."""
+        """Forget the job's dataset, schema, cursor, counters, intents and ledger; runs stay."""
         with self._transaction(write=True) as connection:
             for table, column in (
                 (schema.jobs, schema.jobs.c.name),
                 (schema.intents, schema.intents.c.job),
                 (schema.creations, schema.creations.c.job),
+                (schema.ledger, schema.ledger.c.job),
             ):
                 connection.execute(sa.delete(table).where(column == job))
 
@@ -324,6 +292,7 @@ class Store:
         batches: int,
         cursor_after: str | None,
         error: str | None = None,
+        rows_skipped: int = 0,
     ) -> None:
         """Record how the run ended; ``error`` is stored redacted."""
         values = {
@@ -334,6 +303,7 @@ class Store:
             "batches": batches,
             "cursor_after": cursor_after,
             "error": None if error is None else redact(error),
+            "rows_skipped": rows_skipped,
         }
         with self._transaction(write=True) as connection:
             result = connection.execute(

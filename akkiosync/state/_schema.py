@@ -111,7 +111,31 @@ def _create_v2(connection: sa.Connection) -> None:
     connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN rows_at_pin BIGINT NOT NULL DEFAULT 0"))
 
 
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_create_v1, _create_v2)
+def _define_v3(metadata: sa.MetaData) -> sa.Table:
+    """Version 3: the lookback ledger. Frozen like the others."""
+    return sa.Table(
+        "ledger",
+        metadata,
+        sa.Column("job", sa.String(255), primary_key=True),
+        # The sent row's identity: its (watermark, key) as a typed cursor text.
+        sa.Column("entry", sa.Text, primary_key=True),
+        # Its watermark as a number (seconds, days or the value), for pruning by window.
+        sa.Column("wm_order", sa.Float, nullable=False),
+        sa.Index("ix_ledger_job_order", "job", "wm_order"),
+    )
+
+
+def _create_v3(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    _define_v3(metadata)
+    metadata.create_all(connection, checkfirst=False)
+    connection.execute(sa.text("ALTER TABLE intents ADD COLUMN ledger_json TEXT"))
+    connection.execute(
+        sa.text("ALTER TABLE runs ADD COLUMN rows_skipped BIGINT NOT NULL DEFAULT 0")
+    )
+
+
+MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_create_v1, _create_v2, _create_v3)
 
 metadata = sa.MetaData()
 meta = sa.Table(
@@ -123,3 +147,6 @@ meta = sa.Table(
 jobs, runs = _define_v1(metadata)
 jobs.append_column(sa.Column("rows_at_pin", sa.BigInteger, nullable=False, server_default="0"))
 intents, creations = _define_v2(metadata)
+intents.append_column(sa.Column("ledger_json", sa.Text))
+runs.append_column(sa.Column("rows_skipped", sa.BigInteger, nullable=False, server_default="0"))
+ledger = _define_v3(metadata)
