@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ import httpx
 from akkiosync import emulator as emulator_module
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
-from akkiosync.cursor import decode_cursor
 from akkiosync.dataset import planned_schema
 from akkiosync.delivery import ReconcilePolicy
 from akkiosync.demo import run_demo
@@ -28,9 +27,10 @@ from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.pacing import RetryPolicy, limiter_for
 from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
-from akkiosync.runner import Runner, RunResult
+from akkiosync.report import job_statuses, result_line, run_line, status_lines
+from akkiosync.runner import Runner
 from akkiosync.source import Bounds, make_source
-from akkiosync.state import RunRecord, Store
+from akkiosync.state import Store
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -156,20 +156,9 @@ def sync(app: App, names: tuple[str, ...], wait: float) -> None:
         runner = app.runner(store, client, lock_wait=wait)
         results = [runner.run(job) for job in jobs]
     for result in results:
-        click.echo(_result_line(result), err=not result.ok)
+        click.echo(result_line(result), err=not result.ok)
     if any(not r.ok for r in results):
         sys.exit(1)
-
-
-def _result_line(result: RunResult) -> str:
-    if result.status == "skipped":
-        return f"{result.job}: SKIPPED: {result.error}"
-    if not result.ok:
-        return f"{result.job}: FAILED: {result.error}"
-    return (
-        f"{result.job}: ok, {result.rows_sent} rows in {result.batches} batches "
-        f"to dataset {result.dataset_id} ({result.seconds:.2f}s)"
-    )
 
 
 @cli.command()
@@ -237,47 +226,9 @@ def status(app: App, *, as_json: bool) -> None:
             click.echo(f"warning: {line}", err=True)
         configured = []
     with app.store() as store:
-        states = {s.job: s for s in store.job_states()}
-        names = sorted(set(configured) | set(states))
-        rows: list[dict[str, Any]] = []
-        for name in names:
-            state = states.get(name)
-            last = store.last_run(name)
-            rows.append(
-                {
-                    "job": name,
-                    "dataset": state.dataset_name if state else None,
-                    "dataset_id": state.dataset_id if state else None,
-                    "rows_sent": state.rows_sent if state else 0,
-                    "cursor": _cursor_text(state.cursor_json if state else None),
-                    "last_run": last.started_at.isoformat(timespec="seconds") if last else None,
-                    "last_status": last.status if last else None,
-                    "last_error": last.error if last else None,
-                }
-            )
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-        return
-    if not rows:
-        click.echo("no jobs")
-        return
-    header = ("JOB", "DATASET", "ROWS SENT", "CURSOR", "LAST RUN", "RESULT")
-    table = [
-        (
-            r["job"],
-            f"{r['dataset']} ({r['dataset_id']})" if r["dataset_id"] else "-",
-            str(r["rows_sent"]),
-            r["cursor"],
-            r["last_run"] or "never",
-            r["last_status"] or "-",
-        )
-        for r in rows
-    ]
-    _echo_table(header, table)
-    for r in rows:
-        if r["last_status"] == "failed":
-            click.echo(f"{r['job']}: last error: {r['last_error']}")
+        statuses = job_statuses(store, configured)
+    for line in status_lines(statuses, as_json=as_json):
+        click.echo(line)
 
 
 @cli.command()
@@ -292,7 +243,7 @@ def logs(app: App, name: str | None, limit: int) -> None:
         click.echo("no runs yet")
         return
     for run in runs:
-        click.echo(_run_line(run))
+        click.echo(run_line(run))
 
 
 @cli.command()
@@ -389,26 +340,6 @@ def _bounds_of(job: Job) -> Bounds:
     spec = job.source
     window = None if spec.lookback is None else (None, spec.lookback)  # type, not anchor
     return Bounds(settle=spec.settle, window=window)
-
-
-def _cursor_text(cursor_json: str | None) -> str:
-    return decode_cursor(cursor_json).describe() if cursor_json else "-"
-
-
-def _run_line(run: RunRecord) -> str:
-    took = f"{(run.ended_at - run.started_at).total_seconds():.1f}s" if run.ended_at else "running"
-    line = (
-        f"#{run.id} {run.started_at.isoformat(timespec='seconds')} {run.job} {run.status} "
-        f"{run.rows_sent} rows {run.batches} batches {took} "
-        f"cursor {_cursor_text(run.cursor_before)} -> {_cursor_text(run.cursor_after)}"
-    )
-    return f"{line} error: {run.error}" if run.error else line
-
-
-def _echo_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def main() -> None:

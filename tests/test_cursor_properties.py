@@ -10,6 +10,7 @@ a run after k batches, and the next run starts from whatever was stored last.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +53,7 @@ batch_sizes = st.integers(1, MAX_ROWS + 10)
 crash_plans = st.lists(st.integers(0, 4), max_size=8)  # batches each run delivers, then crashes
 
 
-def _table(metadata: sa.MetaData, name: str, wm_type: sa.types.TypeEngine[Any]) -> sa.Table:
+def _table(metadata: sa.MetaData, name: str, wm_type: Any) -> sa.Table:
     """The test table: ``id`` identifies a row; ``(a, b)`` is a second unique key."""
     return sa.Table(
         name,
@@ -157,7 +158,7 @@ def _check_unkeyed(batches: Sequence[Batch], rows: Sequence[Row], batch_size: in
         assert len(batch.rows) <= batch_size or len({row[WM] for row in batch.rows}) == 1
         assert batch.cursor == Cursor(_as_cursor(batch.rows[-1][WM]))
         _assert_round_trips(batch.cursor)
-    for earlier, later in zip(batches, batches[1:], strict=False):
+    for earlier, later in itertools.pairwise(batches):
         assert earlier.rows[-1][WM] != later.rows[0][WM]
 
 
