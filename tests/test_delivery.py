@@ -268,3 +268,21 @@ class TestRecovery:
         h.delivery.recover()
         assert h.delivery.recovered is None
         assert store.pending_intent(JOB) is None
+
+
+class TestLedgerThroughRecovery:
+    """A lookback batch's ledger entries travel with its intent and land with its commit."""
+
+    def test_landed_intent_commits_its_ledger(self, harness: MakeHarness, store: Store) -> None:
+        """After a crash between send and commit, recovery writes the batch's ledger entries
+        and prunes by the intent's bound, exactly as the commit would have."""
+        h = harness([])
+        store.commit_batch(JOB, "0", 0, NOW, ledger=[("old", 1.0), ("kept", 50.0)])
+        extra = {"entries": [["a", 100.0], ["b", 101.0]], "prune_below": 10.0}
+        store.record_intent(Intent(JOB, h.dataset_id, 2, 0, None, "2", NOW, json.dumps(extra)))
+        with AkkioClient(API_KEY, "http://emulator/v1", transport=h.transport.inner) as c:
+            c.add_rows(h.dataset_id, [{"n": 1}, {"n": 2}])
+        h.delivery.recover()
+        assert h.delivery.recovered is Outcome.LANDED
+        assert store.ledger_entries(JOB) == {"kept", "a", "b"}
+        assert store.job_state(JOB).cursor_json == "2"
