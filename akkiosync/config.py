@@ -54,6 +54,28 @@ class Settings(BaseSettings):
     akkio_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     akkiosync_reconcile_reads: Annotated[int, Field(ge=1, le=20)] = 3
     akkiosync_reconcile_wait: Annotated[float, Field(ge=0)] = 0.5
+    # The daemon (`akkiosync run`):
+    akkiosync_log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
+    akkiosync_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    akkiosync_http_port: Annotated[int, Field(ge=0, le=65535)] | None = None  # unset: off
+    akkiosync_http_host: str = "0.0.0.0"  # noqa: S104 - a container's port must be reachable
+    akkiosync_workers: Annotated[int, Field(ge=1, le=64)] = 4  # jobs running at once
+    akkiosync_shutdown_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds
+    akkiosync_reload_interval: Annotated[float, Field(gt=0)] = 2.0  # seconds between looks
+    akkiosync_history_days: Annotated[int, Field(ge=1)] = 30  # runs older than this are pruned
+    akkiosync_history_runs: Annotated[int, Field(ge=10)] = 1000  # runs kept per job at most
+    akkiosync_alert_webhook: str | None = None  # global alerts, for jobs without their own
+    akkiosync_alert_on: str = "failure,recovery"
+
+    def global_alerts(self) -> AlertsSpec | None:
+        """The global alert settings, if a webhook is set."""
+        if not self.akkiosync_alert_webhook:
+            return None
+        events = [e.strip() for e in self.akkiosync_alert_on.split(",") if e.strip()]
+        try:
+            return AlertsSpec.model_validate({"webhook": self.akkiosync_alert_webhook, "on": events})
+        except ValidationError as exc:
+            raise ConfigError(_format_errors("AKKIOSYNC_ALERT_*", exc)) from None
 
     @property
     def locks_dir(self) -> Path:
@@ -170,6 +192,21 @@ class ColumnsSpec(_Model):
     types: dict[str, FieldType] = Field(default_factory=dict)
 
 
+class AlertsSpec(_Model):
+    """Where to post when a job starts failing and when it recovers."""
+
+    webhook: str
+    on: tuple[Literal["failure", "recovery"], ...] = ("failure", "recovery")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        register_secret(value)  # webhook URLs (Slack's) carry their token in the path
+        return value
+
+
 class Job(_Model):
     """One sync job, as defined by one YAML file."""
 
@@ -180,6 +217,8 @@ class Job(_Model):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     on_mismatch: Literal["fail", "resend"] = "fail"
     columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
+    run_on_start: bool = False  # the daemon runs the job once when it starts (or loads it)
+    alerts: AlertsSpec | None = None
     path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("schedule", mode="before")
