@@ -73,7 +73,8 @@ class Settings(BaseSettings):
             return None
         events = [e.strip() for e in self.akkiosync_alert_on.split(",") if e.strip()]
         try:
-            return AlertsSpec.model_validate({"webhook": self.akkiosync_alert_webhook, "on": events})
+            spec = {"webhook": self.akkiosync_alert_webhook, "on": events}
+            return AlertsSpec.model_validate(spec)
         except ValidationError as exc:
             raise ConfigError(_format_errors("AKKIOSYNC_ALERT_*", exc)) from None
 
