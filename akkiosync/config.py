@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         """The per-job run locks: beside the store, which every syncing process shares."""
         return self.akkiosync_state.with_name(self.akkiosync_state.name + ".locks")
 
+    @property
+    def daemon_file(self) -> Path:
+        """Where a running daemon says who it is and when each job runs next."""
+        return self.akkiosync_state.with_name(self.akkiosync_state.name + ".daemon.json")
+
     def api_key(self) -> str:
         """The API key, or a ``ConfigError`` saying how to set it."""
         if self.akkio_api_key is None or not self.akkio_api_key.get_secret_value():

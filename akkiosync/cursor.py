@@ -94,3 +94,31 @@ def decode_cursor(text: str) -> Cursor:
     """The inverse of ``encode_cursor``."""
     data = json.loads(text)
     return Cursor(_untag(data["watermark"]), tuple(_untag(k) for k in data["key"]))
+
+
+def position(value: Any) -> float:
+    """A watermark as a number on one axis: seconds for times (naive ones read as UTC; SQLite's
+    text timestamps parsed), days in seconds for dates, the value itself for numbers. Used to
+    measure windows (lookback) and distances (lag); never to compare for delivery."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.timestamp()
+    if isinstance(value, dt.date):
+        return float(value.toordinal() * 86_400)
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    raise TypeError(f"a {type(value).__name__} watermark has no position on a number line")
+
+
+def lag(newest: Any, cursor: Cursor | None) -> float | None:
+    """How far the cursor is behind the source's newest watermark (None if unknown)."""
+    if newest is None:
+        return 0.0 if cursor is not None else None
+    if cursor is None:
+        return None
+    try:
+        return max(position(newest) - position(cursor.watermark), 0.0)
+    except (TypeError, ValueError):  # a watermark without a position (text), or unparsable
+        return None

@@ -12,27 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from akkiosync.cursor import Cursor, encode_cursor
+from akkiosync.cursor import position as order
 
 Back = dt.timedelta | int
-
-
-def order(value: Any) -> float:
-    """A watermark as a number on the axis the window is measured on: seconds for times
-    (naive ones read as UTC), days in seconds for dates, the value itself for numbers."""
-    if isinstance(value, str):  # SQLite keeps timestamps as text
-        value = dt.datetime.fromisoformat(value)
-    if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return aware.timestamp()
-    if isinstance(value, dt.date):
-        return float(value.toordinal() * 86_400)
-    if isinstance(value, int | float | Decimal):
-        return float(value)
-    raise TypeError(f"a lookback needs a time or number watermark, not {type(value).__name__}")
 
 
 def span(back: Back) -> float:

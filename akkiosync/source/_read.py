@@ -198,6 +198,16 @@ class Source:
         except SQLAlchemyError as exc:
             raise source_error(exc, "counting NULL watermarks and keys") from None
 
+    def newest_watermark(self) -> Any:
+        """The highest watermark in the source, as the cursor would read it (None: empty)."""
+        source = self._prepare()
+        query = sa.select(sa.func.max(self._cursor_expressions(source)[0]))
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(query).scalar_one()
+        except SQLAlchemyError as exc:
+            raise source_error(exc, "reading the newest watermark") from None
+
     def unindexed(self) -> list[str]:
         """Cursor columns no index starts with (a table only): each read would scan."""
         if self._table_name is None:
