@@ -90,8 +90,10 @@ class AkkioClient:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
         register_secret(api_key)
+        self._on_retry = on_retry
         self._api_key = api_key
         self._retry = retry if retry is not None else RetryPolicy()
         self._limiter = limiter
@@ -173,6 +175,8 @@ class AkkioClient:
                     "%s (attempt %d of %d); retrying in %.2fs",
                     redact(str(exc)), attempt, attempts, wait,
                 )  # fmt: skip
+                if self._on_retry is not None:
+                    self._on_retry()
                 self._sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -7,32 +7,36 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from akkiosync import emulator as emulator_module
-from akkiosync.akkio import AkkioClient
-from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
+from akkiosync.app import App
+from akkiosync.config import Job, Settings
 from akkiosync.dataset import planned_schema
-from akkiosync.delivery import ReconcilePolicy
 from akkiosync.demo import run_demo
 from akkiosync.emulator import FAULT_KINDS, FaultPlan
 from akkiosync.errors import AkkioSyncError, ConfigError
-from akkiosync.pacing import RetryPolicy, limiter_for
+from akkiosync.logcontext import ContextFilter, JsonFormatter, TextFormatter
 from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
-from akkiosync.report import job_statuses, result_line, run_line, status_lines
-from akkiosync.runner import Runner
+from akkiosync.report import (
+    POLL_INTERVAL,
+    daemon_info,
+    follow_runs,
+    job_statuses,
+    parse_since,
+    result_line,
+    run_json,
+    run_line,
+    status_lines,
+)
 from akkiosync.source import Bounds, make_source
-from akkiosync.state import Store
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class _Group(click.Group):
@@ -47,67 +51,14 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
-class App:
-    """What the commands share: settings and jobs, loaded on first use."""
-
-    def __init__(self, config_dir: Path | None) -> None:
-        self._config_dir = config_dir
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self._config_dir)
-        return self._settings
-
-    def jobs(self, names: tuple[str, ...] = ()) -> list[Job]:
-        jobs = load_jobs(self.settings.akkiosync_config)
-        if not jobs:
-            raise ConfigError(f"{self.settings.akkiosync_config / 'jobs'}: no job files (*.yaml)")
-        return select_jobs(jobs, names)
-
-    def client(self) -> AkkioClient:
-        settings = self.settings
-        key = settings.api_key()
-        return AkkioClient(
-            key,
-            settings.akkio_base_url,
-            timeout=httpx.Timeout(settings.akkio_timeout, connect=settings.akkio_connect_timeout),
-            retry=self.retry,
-            limiter=limiter_for(key, settings.akkio_rate_limit),
-        )
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(attempts=self.settings.akkio_max_attempts)
-
-    def runner(self, store: Store, client: AkkioClient, lock_wait: float = 0.0) -> Runner:
-        settings = self.settings
-        return Runner(
-            store,
-            client,
-            locks=settings.locks_dir,
-            lock_wait=lock_wait,
-            retry=self.retry,
-            reconcile=ReconcilePolicy(
-                reads=settings.akkiosync_reconcile_reads, wait=settings.akkiosync_reconcile_wait
-            ),
-        )
-
-    @contextmanager
-    def store(self) -> Iterator[Store]:
-        store = Store.open(self.settings.akkiosync_state)
-        try:
-            yield store
-        finally:
-            store.close()
-
-
-def configure_logging(level: str) -> None:
-    """Plain text on stderr, every line redacted."""
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """One line per event on stderr: JSON, or text on a terminal (``auto``); every line
+    redacted and marked with its job and run."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     handler.addFilter(RedactingFilter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -126,18 +77,42 @@ def configure_logging(level: str) -> None:
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
+    help="Default: $AKKIOSYNC_LOG_LEVEL or INFO.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    help="Default: $AKKIOSYNC_LOG_FORMAT or auto (text on a terminal, else JSON).",
 )
 @click.version_option(package_name="akkiosync")
 @click.pass_context
-def cli(ctx: click.Context, config_dir: Path | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context, config_dir: Path | None, log_level: str | None, log_format: str | None
+) -> None:
     """Keep Akkio datasets fed from SQL databases, exactly once."""
-    configure_logging(log_level)
-    ctx.obj = App(config_dir)
+    app = App(config_dir)
+    try:
+        settings: Settings | None = app.settings
+    except ConfigError:
+        settings = None  # reported by the command that needs the settings
+    configure_logging(
+        log_level or (settings.akkiosync_log_level if settings else "INFO"),
+        log_format or (settings.akkiosync_log_format if settings else "auto"),
+    )
+    ctx.obj = app
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+@cli.command()
+@pass_app
+def run(app: App) -> None:
+    """Run the daemon: every job on its schedule, job files reloaded as they change.
+
+    SIGHUP reloads now; SIGTERM/SIGINT stop after the batches in flight (a second one at once).
+    """
+    sys.exit(app.daemon())
 
 
 @cli.command()
@@ -216,34 +191,88 @@ def preview_command(app: App, name: str, rows: int) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@click.option("--no-lag", is_flag=True, help="Do not connect to the sources to measure lag.")
 @pass_app
-def status(app: App, *, as_json: bool) -> None:
-    """Per job: dataset, rows sent, cursor, and the last run with its result."""
+def status(app: App, *, as_json: bool, no_lag: bool) -> None:
+    """Per job: schedule, next and last run, dataset, rows sent, cursor, and its lag: how far
+    the cursor is behind the source's newest watermark (? if the source cannot be read)."""
     try:
-        configured = [job.name for job in app.jobs()]
+        jobs = app.jobs()
     except ConfigError as exc:  # the store still tells what happened; say why jobs are missing
         for line in redact(str(exc)).splitlines():
             click.echo(f"warning: {line}", err=True)
-        configured = []
+        jobs = []
+    daemon = daemon_info(app.settings.daemon_file)
     with app.store() as store:
-        statuses = job_statuses(store, configured)
-    for line in status_lines(statuses, as_json=as_json):
+        statuses = job_statuses(store, jobs, daemon=daemon, with_lag=not no_lag)
+    for line in status_lines(statuses, daemon=daemon, with_lag=not no_lag, as_json=as_json):
         click.echo(line)
 
 
 @cli.command()
 @click.argument("name", required=False)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only runs started since WHEN: a duration ago (30m, 1h, 2d) or an ISO date or time "
+    "(UTC unless it has an offset).",
+)
+@click.option("--failed", is_flag=True, help="Only failed runs.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Oldest first, then keep showing runs as they start and end, until Ctrl-C.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--poll-interval", default=POLL_INTERVAL, type=click.FloatRange(0), hidden=True)
+@click.option("--polls", type=click.IntRange(0), hidden=True)  # tests: stop after N looks
 @pass_app
-def logs(app: App, name: str | None, limit: int) -> None:
+def logs(
+    app: App,
+    name: str | None,
+    since: str | None,
+    *,
+    failed: bool,
+    follow: bool,
+    as_json: bool,
+    limit: int,
+    poll_interval: float,
+    polls: int | None,
+) -> None:
     """The run history, newest first (of one job, or all)."""
+    try:
+        start = None if since is None else parse_since(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    show = run_json if as_json else run_line
     with app.store() as store:
-        runs = store.runs(name, limit)
-    if not runs:
-        click.echo("no runs yet")
-        return
-    for run in runs:
-        click.echo(run_line(run))
+        if not follow:
+            records = store.runs(name, limit, since=start, failed=failed)
+            if not records and not as_json:
+                click.echo("no matching runs" if start or failed else "no runs yet")
+            for record in records:
+                click.echo(show(record))
+            return
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            for record in follow_runs(
+                store,
+                name,
+                since=start,
+                failed=failed,
+                limit=limit,
+                stop=stop,
+                interval=poll_interval,
+                polls=polls,
+            ):
+                click.echo(show(record))
+        except KeyboardInterrupt:  # Ctrl-C is how following ends: exit 0
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @cli.command()

@@ -59,6 +59,7 @@ class Delivery:
         retry: RetryPolicy,
         clock: Callable[[], dt.datetime],
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._client = client
@@ -68,6 +69,7 @@ class Delivery:
         self._retry = retry
         self._clock = clock
         self._sleep = sleep
+        self._on_retry = on_retry
         self.rows_before = 0  # the dataset's row count before the next batch
         self.recovered: Outcome | None = None
 
@@ -140,6 +142,7 @@ class Delivery:
                     self._store.record_intent(intent)
                 if attempt == self._retry.attempts:
                     raise
+                self._on_retry()
                 self._sleep(self._retry.delay(attempt, getattr(exc, "retry_after", None)))
             else:
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from akkiosync.dataset import pinned_dataset
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
 from akkiosync.lock import JobLock
+from akkiosync.logcontext import job_context
 from akkiosync.lookback import Ledger, later
 from akkiosync.mapping import RecordMapper, new_columns
 from akkiosync.pacing import RetryPolicy
@@ -87,8 +89,11 @@ class Runner:
         retry: RetryPolicy | None = None,
         reconcile: ReconcilePolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
-        """``locks`` is the directory of the per-job locks (``None``: no cross-process lock)."""
+        """``locks`` is the directory of the per-job locks (``None``: no cross-process lock);
+        once ``stop`` is set, runs end after the batch in flight is committed."""
         self._store = store
         self._client = client
         self._clock = clock
@@ -97,27 +102,36 @@ class Runner:
         self._retry = retry or RetryPolicy()
         self._reconcile = reconcile or ReconcilePolicy()
         self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._on_retry = on_retry or (lambda: None)
 
     def run(self, job: Job) -> RunResult:
         """Run ``job`` once to the end of its source; failures are recorded, not raised."""
-        if self._locks is None:
-            return self._run(job)
-        lock = JobLock(self._locks, job.name)
-        if not lock.acquire(self._lock_wait, sleep=self._sleep):
-            message = f"already running in another process (pid {lock.holder()})"
-            logger.warning("job %s: skipped: %s", job.name, message)
-            return RunResult(job.name, None, "skipped", error=message)
-        with lock:
-            return self._run(job)
+        with job_context(job.name):
+            if self._stop.is_set():
+                return RunResult(job.name, None, "skipped", error="shutting down")
+            if self._locks is None:
+                return self._run(job)
+            lock = JobLock(self._locks, job.name)
+            if not lock.acquire(self._lock_wait, sleep=self._sleep):
+                message = f"already running in another process (pid {lock.holder()})"
+                logger.warning("job %s: skipped: %s", job.name, message)
+                return RunResult(job.name, None, "skipped", error=message)
+            with lock:
+                # Holding the lock, any run still marked running was cut short (kill -9).
+                self._store.end_interrupted_runs(job.name, self._clock())
+                return self._run(job)
 
     def _run(self, job: Job) -> RunResult:
         state = self._store.job_state(job.name)
         run_id = self._store.start_run(job.name, state.cursor_json, self._clock())
+        with job_context(job.name, run_id):
+            return self._run_recorded(job, run_id, state.cursor_json)
+
+    def _run_recorded(self, job: Job, run_id: int, cursor_before: str | None) -> RunResult:
         started = time.monotonic()
-        progress = _Progress(cursor_json=state.cursor_json)
-        logger.info(
-            "job %s: run %d started (cursor %s)", job.name, run_id, _show(state.cursor_json)
-        )
+        progress = _Progress(cursor_json=cursor_before)
+        logger.info("job %s: run %d started (cursor %s)", job.name, run_id, _show(cursor_before))
         error: str | None = None
         try:
             self._sync(job, run_id, progress)
@@ -154,7 +168,7 @@ class Runner:
             rows_sent=progress.rows_sent,
             batches=progress.batches,
             dataset_id=progress.dataset_id,
-            cursor_before=state.cursor_json,
+            cursor_before=cursor_before,
             cursor_after=progress.cursor_json,
             seconds=seconds,
             error=error,
@@ -184,6 +198,7 @@ class Runner:
                 retry=self._retry,
                 clock=self._clock,
                 sleep=self._sleep,
+                on_retry=self._on_retry,
             )
             delivery.recover()  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
@@ -199,6 +214,7 @@ class Runner:
                     if attempt == SOURCE_ATTEMPTS:
                         raise
                     wait = self._retry.delay(attempt)
+                    self._on_retry()
                     logger.warning(
                         "job %s: run %d: source connection lost (%s); reopening in %.1fs from "
                         "the last checkpoint",
@@ -255,6 +271,9 @@ class Runner:
                 "job %s: run %d batch %d: %d rows sent (cursor %s)",
                 job.name, run_id, progress.batches, len(records), after.describe(),
             )  # fmt: skip
+            if self._stop.is_set():
+                logger.info("job %s: run %d stops early: shutting down", job.name, run_id)
+                return
 
     @staticmethod
     def _null_cursor_rows(job: Job, source: Source) -> int:

@@ -507,10 +507,12 @@ class TestStatus:
         """A configured job that never ran shows no dataset, 0 rows and ``never``."""
         result = run("status")
         assert result.exit_code == 0, result.output
-        assert result.stdout.splitlines()[0].split() == [
-            "JOB", "DATASET", "ROWS", "SENT", "CURSOR", "LAST", "RUN", "RESULT",
+        assert result.stdout.splitlines()[0] == "daemon: not running"
+        assert result.stdout.splitlines()[1].split() == [
+            "JOB", "SCHEDULE", "NEXT", "RUN", "LAST", "RUN", "RESULT", "DATASET", "ROWS", "SENT",
+            "CURSOR", "LAG",
         ]  # fmt: skip
-        never_ran = ["orders", "-", "0", "-", "never", "-"]
+        never_ran = ["orders", "manual", "-", "never", "-", "-", "0", "-", "-"]
         assert status_row(result.stdout, "orders").split() == never_ran
 
     def test_after_sync(self, run: Invoke, emulator: Emulator) -> None:
@@ -522,7 +524,8 @@ class TestStatus:
         row = status_row(result.stdout, "orders")
         assert f"Orders ({dataset_id})" in row
         assert f" {ROWS} " in row
-        assert row.endswith("success")
+        assert " success " in row
+        assert row.endswith(" 0s")  # the cursor is at the source's newest row: no lag
 
     def test_json(self, run: Invoke, emulator: Emulator) -> None:
         """``--json`` prints one JSON object per job with the same facts."""
@@ -549,7 +552,7 @@ class TestStatus:
         run("sync")
         result = run("status")
         assert result.exit_code == 0, result.output
-        assert status_row(result.stdout, "orders").endswith("failed")
+        assert " failed " in status_row(result.stdout, "orders")
         assert "orders: last error: " in result.stdout
         (row,) = json_lines(run("status", "--json").stdout)
         assert row["last_status"] == "failed"
@@ -559,7 +562,7 @@ class TestStatus:
         """Without job files, status still answers from the store."""
         result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nowhere"), "status"])
         assert result.exit_code == 0, result.output
-        assert result.stdout == "no jobs\n"
+        assert result.stdout == "daemon: not running\nno jobs\n"
 
 
 # -- logs --------------------------------------------------------------------------------------

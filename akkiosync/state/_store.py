@@ -312,11 +312,42 @@ class Store:
             if result.rowcount == 0:
                 raise StateError(f"checkpoint store {self._name} has no run {run_id}")
 
-    def runs(self, job: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """The last ``limit`` runs, of ``job`` or of every job, newest first."""
-        query = sa.select(schema.runs).order_by(schema.runs.c.id.desc()).limit(limit)
+    def end_interrupted_runs(self, job: str, now: datetime) -> int:
+        """Mark the job's runs still 'running' as failed: their process ended mid-run (only
+        call this while holding the job's lock, so that none of them is really running)."""
+        table = schema.runs
+        interrupted = sa.and_(table.c.job == job, table.c.status == "running")
+        values = {
+            "status": "failed",
+            "ended_at": schema.utc(now),
+            "error": "interrupted: the process ended before the run finished",
+        }
+        with self._transaction(write=True) as connection:
+            return int(
+                connection.execute(sa.update(table).where(interrupted).values(values)).rowcount
+            )
+
+    def runs(
+        self,
+        job: str | None = None,
+        limit: int = 50,
+        *,
+        since: datetime | None = None,
+        failed: bool = False,
+        after_id: int | None = None,
+    ) -> list[RunRecord]:
+        """The last ``limit`` runs, of ``job`` or of every job, newest first; only those started
+        at or after ``since``, only failed ones, only those whose id is above ``after_id``."""
+        table = schema.runs
+        query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
         if job is not None:
-            query = query.where(schema.runs.c.job == job)
+            query = query.where(table.c.job == job)
+        if since is not None:  # fixed-width UTC text: compared as text, ordered as time
+            query = query.where(table.c.started_at >= schema.utc(since))
+        if failed:
+            query = query.where(table.c.status == "failed")
+        if after_id is not None:
+            query = query.where(table.c.id > after_id)
         with self._transaction() as connection:
             rows = connection.execute(query).all()
         return [RunRecord(**row._mapping) for row in rows]
@@ -325,6 +356,54 @@ class Store:
         """The job's newest run, or ``None`` if it never ran."""
         runs = self.runs(job, limit=1)
         return runs[0] if runs else None
+
+    def run(self, run_id: int) -> RunRecord | None:
+        """One run, or ``None`` if there is none with that id (any more)."""
+        table = schema.runs
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(table).where(table.c.id == run_id)).one_or_none()
+        return None if row is None else RunRecord(**row._mapping)
+
+    def running_runs(self, job: str | None = None) -> list[RunRecord]:
+        """The runs still marked running, of ``job`` or of every job, oldest first."""
+        table = schema.runs
+        query = sa.select(table).where(table.c.status == "running").order_by(table.c.id)
+        if job is not None:
+            query = query.where(table.c.job == job)
+        with self._transaction() as connection:
+            rows = connection.execute(query).all()
+        return [RunRecord(**row._mapping) for row in rows]
+
+    def prune_runs(self, *, older_than: datetime, keep_per_job: int) -> int:
+        """Delete the finished runs started before ``older_than`` and, per job, all but the
+        newest ``keep_per_job`` runs; return how many were deleted. Running runs stay, and so
+        does each job's newest run: ``status`` shows it, and SQLite would give a deleted
+        highest id to the next run (``logs --follow`` tells new runs by a higher id)."""
+        if keep_per_job < 1:
+            raise ValueError(f"keep_per_job must be at least 1, not {keep_per_job}")
+        table = schema.runs
+        deleted = 0
+        with self._transaction(write=True) as connection:
+            jobs = connection.execute(sa.select(table.c.job).distinct()).scalars().all()
+            for job in jobs:
+                kept = (
+                    connection.execute(
+                        sa.select(table.c.id)
+                        .where(table.c.job == job)
+                        .order_by(table.c.id.desc())
+                        .limit(keep_per_job)
+                    )
+                    .scalars()
+                    .all()
+                )
+                old = table.c.started_at < schema.utc(older_than)
+                if len(kept) == keep_per_job:
+                    old = sa.or_(old, table.c.id < kept[-1])
+                prunable = sa.and_(
+                    table.c.job == job, table.c.status != "running", table.c.id < kept[0], old
+                )
+                deleted += connection.execute(sa.delete(table).where(prunable)).rowcount
+        return deleted
 
 
 def _schema_version(connection: sa.Connection) -> int:

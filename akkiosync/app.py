@@ -1,0 +1,126 @@
+"""Building the parts from the settings: the store, the Akkio client, the runner, the daemon.
+
+The commands ask for what they need; nothing here reads the environment itself (``config``
+does) or configures logging (``cli`` does).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from akkiosync.akkio import AkkioClient
+from akkiosync.alerts import Alerter
+from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
+from akkiosync.daemon import Daemon, DaemonOptions
+from akkiosync.delivery import ReconcilePolicy
+from akkiosync.errors import ConfigError
+from akkiosync.logcontext import current_job
+from akkiosync.metrics import Metrics
+from akkiosync.pacing import RetryPolicy, limiter_for
+from akkiosync.runner import Runner
+from akkiosync.state import Store
+
+
+class App:
+    """What the commands share: settings and jobs, loaded on first use."""
+
+    def __init__(self, config_dir: Path | None) -> None:
+        self._config_dir = config_dir
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._config_dir)
+        return self._settings
+
+    def jobs(self, names: tuple[str, ...] = ()) -> list[Job]:
+        jobs = load_jobs(self.settings.akkiosync_config)
+        if not jobs:
+            raise ConfigError(f"{self.settings.akkiosync_config / 'jobs'}: no job files (*.yaml)")
+        return select_jobs(jobs, names)
+
+    def client(self, metrics: Metrics | None = None) -> AkkioClient:
+        """The Akkio client; its retries are counted in ``metrics`` when given."""
+        settings = self.settings
+        key = settings.api_key()
+        return AkkioClient(
+            key,
+            settings.akkio_base_url,
+            timeout=httpx.Timeout(settings.akkio_timeout, connect=settings.akkio_connect_timeout),
+            retry=self.retry,
+            limiter=limiter_for(key, settings.akkio_rate_limit),
+            on_retry=_retry_counter(metrics),
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.settings.akkio_max_attempts)
+
+    def runner(
+        self,
+        store: Store,
+        client: AkkioClient,
+        lock_wait: float = 0.0,
+        *,
+        stop: threading.Event | None = None,
+        metrics: Metrics | None = None,
+    ) -> Runner:
+        """A runner with the settings' retry, reconciliation and lock options."""
+        settings = self.settings
+        return Runner(
+            store,
+            client,
+            locks=settings.locks_dir,
+            lock_wait=lock_wait,
+            retry=self.retry,
+            reconcile=ReconcilePolicy(
+                reads=settings.akkiosync_reconcile_reads, wait=settings.akkiosync_reconcile_wait
+            ),
+            stop=stop,
+            on_retry=_retry_counter(metrics),
+        )
+
+    def daemon(self) -> int:
+        """Run the daemon until it is told to stop; its exit code."""
+        settings = self.settings
+        stop = threading.Event()
+        metrics = Metrics()
+        options = DaemonOptions(
+            config_dir=settings.akkiosync_config,
+            daemon_file=settings.daemon_file,
+            reload_interval=settings.akkiosync_reload_interval,
+            shutdown_timeout=settings.akkiosync_shutdown_timeout,
+            workers=settings.akkiosync_workers,
+            http_host=settings.akkiosync_http_host,
+            http_port=settings.akkiosync_http_port,
+            history_days=settings.akkiosync_history_days,
+            history_runs=settings.akkiosync_history_runs,
+        )
+        alerter = Alerter(global_alerts=settings.global_alerts())
+        with self.store() as store, self.client(metrics) as client:
+            runner = self.runner(store, client, stop=stop, metrics=metrics)
+            daemon = Daemon(
+                options, store, runner=runner, stop=stop, metrics=metrics, alerter=alerter
+            )
+            return daemon.run_forever()
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        store = Store.open(self.settings.akkiosync_state)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _retry_counter(metrics: Metrics | None) -> Callable[[], None] | None:
+    """A callback counting a retry for the job the calling thread works on."""
+    if metrics is None:
+        return None
+    return lambda: metrics.count_retry(current_job() or "-")

@@ -1,0 +1,285 @@
+"""``akkiosync run`` as a real process: schedules, live reload, health, metrics, SIGTERM.
+
+The daemon syncs a PostgreSQL table into the emulator (served by this test process) on a one
+second interval; the test edits job files under it, reads its HTTP port and stops it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from akkiosync.emulator import Emulator, serve
+from akkiosync.source import engine_url
+from tests.conftest import API_KEY
+
+DEADLINE = 60.0  # seconds any one expectation may take before the test fails
+
+
+def until(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+JOB = """\
+schedule: {schedule}
+source:
+  url: ${{DAEMON_DB_URL}}
+  table: {table}
+  watermark: id
+  key: id
+target:
+  dataset: {dataset}
+batch_size: {batch_size}
+"""
+
+
+class Daemon:
+    """A running ``akkiosync run`` and everything around it."""
+
+    def __init__(self, root: Path, emulator: Emulator, base_url: str, db_url: str) -> None:
+        self.root, self.emulator = root, emulator
+        self.jobs = root / "config" / "jobs"
+        self.jobs.mkdir(parents=True)
+        self.log = root / "daemon.log"
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AKKIO", "PYTEST"))},
+            "AKKIO_API_KEY": API_KEY,
+            "AKKIO_BASE_URL": base_url,
+            "AKKIOSYNC_STATE": str(root / "state" / "akkiosync.db"),
+            "AKKIOSYNC_HTTP_PORT": str(self.port),
+            "AKKIOSYNC_HTTP_HOST": "127.0.0.1",
+            "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
+            "AKKIOSYNC_LOG_FORMAT": "json",
+            "AKKIO_RATE_LIMIT": "1000",
+            "DAEMON_DB_URL": db_url,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_job(self, name: str, **values: Any) -> None:
+        values = {"schedule": "1s", "batch_size": 50, "dataset": name.title(), **values}
+        (self.jobs / f"{name}.yaml").write_text(JOB.format(**values))
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "akkiosync", "--config", str(self.root / "config"), "run"],
+                env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for text in self.log.read_text().splitlines():
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                lines.append({"message": text})
+        return lines
+
+    def logged(self, fragment: str) -> bool:
+        return any(fragment in str(line.get("message", "")) for line in self.lines())
+
+    def get(self, path: str) -> httpx.Response:
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            return http.get(f"http://127.0.0.1:{self.port}{path}")
+
+    def healthy(self) -> bool:
+        try:
+            return self.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def ids(self, dataset: str) -> list[int]:
+        for dataset_id in self.emulator.dataset_ids():
+            rows = self.emulator.rows(dataset_id)
+            if self._name(dataset_id) == dataset:
+                return [row["id"] for row in rows]
+        return []
+
+    def _name(self, dataset_id: str) -> str:
+        status, _, body = self.emulator.handle(
+            "GET", f"/v1/datasets?api_key={API_KEY}&id={dataset_id}", {}, b""
+        )
+        return str(json.loads(body)["name"]) if status == 200 else ""
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        text = self.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def table(postgres_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
+    """A PostgreSQL table of (id, note); 20 rows to begin with."""
+    engine = sa.create_engine(engine_url(postgres_url))
+    metadata = sa.MetaData()
+    t = sa.Table(
+        f"daemon_{os.getpid()}_{time.monotonic_ns() % 10**6}",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("note", sa.String(20)),
+    )
+    metadata.create_all(engine)
+    insert(engine, t, range(1, 21))
+    yield engine, t
+    metadata.drop_all(engine)
+    engine.dispose()
+
+
+def insert(engine: sa.Engine, table: sa.Table, ids: range) -> None:
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "note": f"n{i}"} for i in ids])
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, postgres_url: str, table: tuple[sa.Engine, sa.Table]
+) -> Iterator[Daemon]:
+    """A daemon with one job, ``orders``, on the table (not started yet)."""
+    emulator = Emulator(api_key=API_KEY)
+    with serve(emulator) as server:
+        d = Daemon(tmp_path, emulator, server.url, postgres_url)
+        d.write_job("orders", table=table[1].name)
+        try:
+            yield d
+        finally:
+            d.stop()
+
+
+@pytest.mark.postgres
+class TestDaemonProcess:
+    """The deployed process: it syncs on schedule, follows job files, reports, and stops."""
+
+    def test_lifecycle(self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]) -> None:
+        """Schedules, reload (add, edit, invalid edit, remove), health and metrics, SIGTERM."""
+        engine, t = table
+        daemon.start()
+        until("/healthz", daemon.healthy)
+        until("/readyz", lambda: daemon.get("/readyz").status_code == 200)
+        until("the first rows", lambda: daemon.ids("Orders") == list(range(1, 21)))
+
+        insert(engine, t, range(21, 31))
+        until("rows inserted while it runs", lambda: daemon.ids("Orders") == list(range(1, 31)))
+
+        daemon.write_job("second", table=t.name, dataset="Second")
+        until("an added job", lambda: len(daemon.ids("Second")) == 30)
+
+        daemon.write_job("orders", table=t.name, schedule="2s", batch_size=7)
+        until("an edited job", lambda: daemon.logged("job orders reloaded (schedule 2s)"))
+        daemon_file = Path(daemon.env["AKKIOSYNC_STATE"] + ".daemon.json")
+        until("the new schedule", lambda: '"schedule": "2s"' in daemon_file.read_text())
+
+        (daemon.jobs / "orders.yaml").write_text("nonsense: [\n")
+        until("an invalid edit reported", lambda: daemon.logged("invalid job file"))
+        assert daemon.logged("job orders keeps its previous version")
+        insert(engine, t, range(31, 41))
+        until("the old version still runs", lambda: daemon.ids("Orders") == list(range(1, 41)))
+
+        (daemon.jobs / "second.yaml").unlink()
+        until("a removed job", lambda: daemon.logged("job second removed"))
+        assert '"second"' not in daemon_file.read_text()
+
+        assert daemon.metric("akkiosync_rows_sent_total", job="orders") == 40
+        runs = daemon.metric("akkiosync_runs_total", job="orders", result="success")
+        assert runs is not None
+        assert runs >= 3
+        assert daemon.metric("akkiosync_up") == 1
+        assert daemon.metric("akkiosync_cursor_lag", job="orders") == 0
+        lines = daemon.lines()
+        assert any(line.get("job") == "orders" and line.get("run_id") for line in lines)
+        assert API_KEY not in daemon.log.read_text()
+
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+        assert not daemon_file.exists()
+
+    def test_sigterm_mid_sync(self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]) -> None:
+        """SIGTERM while a long sync is in flight: exit 0, and nothing lost or doubled."""
+        engine, t = table
+        insert(engine, t, range(21, 20_001))
+        daemon.write_job("orders", table=t.name, batch_size=100)
+        daemon.start()
+        until("the sync to be under way", lambda: len(daemon.ids("Orders")) >= 500)
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+        partial = daemon.ids("Orders")
+        assert 500 <= len(partial) < 20_000, "the run should have stopped early"
+        assert daemon.logged("stops early: shutting down")
+
+        sync = subprocess.run(
+            [sys.executable, "-m", "akkiosync", "--config", str(daemon.root / "config"), "sync"],
+            env=daemon.env, cwd=daemon.root, capture_output=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stderr.decode()
+        landed = collections.Counter(daemon.ids("Orders"))
+        assert sorted(landed) == list(range(1, 20_001))
+        assert max(landed.values()) == 1
+
+    def test_second_signal_exits_at_once(
+        self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]
+    ) -> None:
+        """A second signal does not wait; the next run still delivers every row once."""
+        engine, t = table
+        insert(engine, t, range(21, 20_001))
+        daemon.write_job("orders", table=t.name, batch_size=100)
+        # Two requests a second: the first signal then waits about a second for the batch in
+        # flight, time enough for the second signal to arrive while it waits.
+        daemon.env["AKKIO_RATE_LIMIT"] = "2"
+        daemon.start()
+        until("the sync to be under way", lambda: len(daemon.ids("Orders")) >= 200)
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        # Two signals sent back to back may merge into one: send the second once the first
+        # has been taken.
+        until("the first signal taken", lambda: daemon.logged("shutting down"))
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 128 + signal.SIGTERM
+        daemon.env["AKKIO_RATE_LIMIT"] = "1000"
+        sync = subprocess.run(
+            [sys.executable, "-m", "akkiosync", "--config", str(daemon.root / "config"), "sync"],
+            env=daemon.env, cwd=daemon.root, capture_output=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stderr.decode()
+        landed = collections.Counter(daemon.ids("Orders"))
+        assert sorted(landed) == list(range(1, 20_001))
+        assert max(landed.values()) == 1
