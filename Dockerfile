@@ -5,10 +5,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     AKKIOSYNC_CONFIG=/config \
-    AKKIOSYNC_STATE=/state/akkiosync.db
+    AKKIOSYNC_STATE=/state/akkiosync.db \
+    AKKIOSYNC_HTTP_PORT=8080 \
+    AKKIOSYNC_LOG_FORMAT=json
 
 WORKDIR /app
-# Dependencies first, so that editing the code does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY akkiosync ./akkiosync
 RUN pip install . \
@@ -18,6 +19,10 @@ RUN pip install . \
 
 USER akkiosync
 VOLUME ["/state"]
+EXPOSE 8080
+# The slim image has no curl: ask /healthz with the Python that is there anyway.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["akkiosync"]
-# One pass over every job; the scheduling daemon (`run`) replaces this once it lands.
-CMD ["sync"]
+CMD ["run"]

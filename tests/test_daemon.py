@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +285,62 @@ class TestDaemonProcess:
         landed = collections.Counter(daemon.ids("Orders"))
         assert sorted(landed) == list(range(1, 20_001))
         assert max(landed.values()) == 1
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    """Records every webhook POST body on the server."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.calls.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local webhook receiver: its URL and the JSON bodies it received."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    server.calls = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook/secret-token", server.calls  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@pytest.mark.postgres
+class TestDaemonAlerts:
+    """The daemon posts one alert when a job starts failing and one when it recovers."""
+
+    def test_failure_then_recovery(
+        self,
+        daemon: Daemon,
+        table: tuple[sa.Engine, sa.Table],
+        webhook: tuple[str, list[dict[str, Any]]],
+    ) -> None:
+        """Several failed runs in a row give one failure alert; the next success one recovery."""
+        engine, t = table
+        url, calls = webhook
+        daemon.env["AKKIOSYNC_ALERT_WEBHOOK"] = url
+        daemon.start()
+        until("the first sync", lambda: len(daemon.ids("Orders")) == 20)
+        with engine.begin() as conn:  # the source breaks: every run fails
+            conn.execute(sa.text(f"ALTER TABLE {t.name} RENAME TO {t.name}_away"))
+        until("a failure alert", lambda: calls)
+        until("more failed runs", lambda: daemon.logged("run 4 failed"))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {t.name}_away RENAME TO {t.name}"))
+        until("a recovery alert", lambda: len(calls) >= 2)
+        until("more good runs", lambda: daemon.logged("run 7 done"))
+        assert [c["event"] for c in calls] == ["failure", "recovery"]
+        assert calls[0]["text"].startswith("akkiosync: job orders is failing:")
+        assert calls[1]["text"].startswith("akkiosync: job orders recovered")
+        assert "secret-token" not in daemon.log.read_text()
