@@ -142,6 +142,14 @@ class Daemon:
                     return float(sample.value)
         return None
 
+    def sync_to_the_end(self) -> None:
+        """``akkiosync sync`` with the daemon's settings: what the daemon left undone."""
+        sync = subprocess.run(
+            [sys.executable, "-m", "akkiosync", "--config", str(self.root / "config"), "sync"],
+            env=self.env, cwd=self.root, capture_output=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stderr.decode()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -248,11 +256,7 @@ class TestDaemonProcess:
         assert 500 <= len(partial) < 20_000, "the run should have stopped early"
         assert daemon.logged("stops early: shutting down")
 
-        sync = subprocess.run(
-            [sys.executable, "-m", "akkiosync", "--config", str(daemon.root / "config"), "sync"],
-            env=daemon.env, cwd=daemon.root, capture_output=True, check=False, timeout=300,
-        )  # fmt: skip
-        assert sync.returncode == 0, sync.stderr.decode()
+        daemon.sync_to_the_end()
         landed = collections.Counter(daemon.ids("Orders"))
         assert sorted(landed) == list(range(1, 20_001))
         assert max(landed.values()) == 1
@@ -277,11 +281,7 @@ class TestDaemonProcess:
         daemon.process.send_signal(signal.SIGTERM)
         assert daemon.process.wait(timeout=30) == 128 + signal.SIGTERM
         daemon.env["AKKIO_RATE_LIMIT"] = "1000"
-        sync = subprocess.run(
-            [sys.executable, "-m", "akkiosync", "--config", str(daemon.root / "config"), "sync"],
-            env=daemon.env, cwd=daemon.root, capture_output=True, check=False, timeout=300,
-        )  # fmt: skip
-        assert sync.returncode == 0, sync.stderr.decode()
+        daemon.sync_to_the_end()
         landed = collections.Counter(daemon.ids("Orders"))
         assert sorted(landed) == list(range(1, 20_001))
         assert max(landed.values()) == 1
