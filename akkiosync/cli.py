@@ -359,8 +359,11 @@ def emulator(
 
 @cli.command()
 @click.option("--rows", default=2000, show_default=True, type=click.IntRange(10, 1_000_000))
-def demo(rows: int) -> None:
+@click.option("--verbose", is_flag=True, help="Also show the sync's own log lines.")
+def demo(rows: int, *, verbose: bool) -> None:
     """Everything on embedded defaults: a sample database, the emulator, two syncs."""
+    if not verbose:  # the demo tells its own story; the log lines would drown it
+        logging.getLogger("akkiosync").setLevel(logging.WARNING)
     run_demo(rows, echo=click.echo)
 
 

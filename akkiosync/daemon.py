@@ -92,7 +92,8 @@ class Daemon:
                 self._write_daemon_file()
                 if self._reload.wait(self._options.reload_interval):
                     self._reload.clear()
-                    logger.info("reloading job files (SIGHUP)")
+                    if not self._stop.is_set():
+                        logger.info("reloading job files (SIGHUP)")
                 if not self._stop.is_set():
                     self._scan()
             return self._shut_down()

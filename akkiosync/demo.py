@@ -2,7 +2,8 @@
 
 A generated shop database (SQLite) with customers and orders, the Akkio emulator on a free
 loopback port, and two job files written exactly as a user would write them. It syncs, adds
-and updates rows, syncs again to show the increment, and prints what landed.
+and updates rows, syncs again to show the increment (with one answer lost after Akkio stored
+the rows, to show that nothing is sent twice), and prints what landed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import load_jobs
-from akkiosync.emulator import Emulator, serve
+from akkiosync.emulator import Emulator, FaultPlan, serve
 from akkiosync.runner import Runner, RunResult
 from akkiosync.state import Store
 
@@ -158,9 +159,17 @@ def run_demo(order_count: int, echo: Callable[[str], None] = print) -> None:
                     )
                 echo(f"\nadded {len(new_orders)} orders and updated {len(changed)} customers")
                 echo("second sync (only what is new):")
+                # Rehearse the failure every other tool turns into duplicates: Akkio stores a
+                # batch but the answer never arrives.
+                emu.set_faults(FaultPlan(script=["drop_after"], only="add"))
                 for job in jobs:
                     result = runner.run(job)
                     echo(f"  {job.name}: {_summary(result)}")
+                if emu.fault_counts()["drop_after"]:
+                    echo(
+                        "  (the emulator lost the answer to one batch after storing it; the row "
+                        "count showed it had landed, so nothing was sent twice)"
+                    )
             finally:
                 store.close()
                 engine.dispose()
