@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -684,6 +685,10 @@ class TestDemo:
         assert "Demo customers (" in result.stdout
         assert "Demo orders (" in result.stdout
         assert "failed" not in result.stdout
+        # 50 orders + 5 new ones, 12 customers + 12 updated: none twice despite the lost answer
+        assert "nothing was sent twice" in result.stdout
+        counts = re.findall(r"Demo (\w+) \(\w+\): (\d+) rows", result.stdout)
+        assert sorted(counts) == [("customers", "24"), ("orders", "55")]
 
 
 # -- as a real process -------------------------------------------------------------------------
