@@ -242,6 +242,18 @@ class TestDaemonProcess:
         assert daemon.process.wait(timeout=30) == 0
         assert not daemon_file.exists()
 
+    def test_sighup_reloads_now(self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]) -> None:
+        """With file watching all but off, SIGHUP makes a new job file take effect at once."""
+        daemon.env["AKKIOSYNC_RELOAD_INTERVAL"] = "3600"
+        daemon.start()
+        until("/readyz", lambda: daemon.healthy() and daemon.get("/readyz").status_code == 200)
+        daemon.write_job("second", table=table[1].name, dataset="Second")
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGHUP)
+        until("the job loaded on SIGHUP", lambda: daemon.logged("job second loaded"))
+        until("its rows", lambda: len(daemon.ids("Second")) == 20)
+        assert daemon.logged("reloading job files (SIGHUP)")
+
     def test_sigterm_mid_sync(self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]) -> None:
         """SIGTERM while a long sync is in flight: exit 0, and nothing lost or doubled."""
         engine, t = table
