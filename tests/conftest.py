@@ -8,6 +8,7 @@ they fail: a database test that silently did not run proves nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,18 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at CliRunner's (soon closed) stderr: undo that after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    akkiosync_level = logging.getLogger("akkiosync").level  # `demo` quiets it
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("akkiosync").setLevel(akkiosync_level)
 
 
 def _unavailable(what: str, reason: object) -> None:

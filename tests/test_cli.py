@@ -8,7 +8,6 @@ emulator served on a loopback port: the same path a user's container takes, minu
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import socket
@@ -49,16 +48,6 @@ batch_size: 7
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at the runner's (soon closed) stderr: undo that after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

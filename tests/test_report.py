@@ -9,7 +9,6 @@ from the real clock, with margins of hours.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import select
 import signal
@@ -78,16 +77,6 @@ def ids(runs: list[RunRecord]) -> list[int]:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at the runner's (soon closed) stderr: undo that after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
