@@ -84,6 +84,7 @@ class App:
             ),
             stop=stop,
             on_retry=_retry_counter(metrics),
+            measure_lag=metrics is not None,
         )
 
     def daemon(self) -> int:

@@ -23,12 +23,10 @@ from types import FrameType
 
 from akkiosync.alerts import Alerter, previous_status
 from akkiosync.config import Job, environment, job_files, load_job_file
-from akkiosync.cursor import decode_cursor, lag
 from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.metrics import HealthServer, Metrics
-from akkiosync.runner import Runner, RunResult, utc_now
+from akkiosync.runner import Runner, utc_now
 from akkiosync.scheduler import Scheduler
-from akkiosync.source import make_source
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
@@ -225,17 +223,8 @@ class Daemon:
                 older_than=now - dt.timedelta(days=self._options.history_days),
                 keep_per_job=self._options.history_runs,
             )
-        self._measure_lag(job, result)
-
-    def _measure_lag(self, job: Job, result: RunResult) -> None:
-        cursor_json = self._store.job_state(job.name).cursor_json
-        try:
-            with make_source(job.source) as source:
-                newest = source.newest_watermark()
-        except AkkioSyncError:
-            return
-        cursor = decode_cursor(cursor_json) if cursor_json else None
-        self._metrics.set_lag(job.name, lag(newest, cursor) if result.ok or cursor else None)
+        if result.ok:  # the runner measured it on its own read (see Runner(measure_lag=True))
+            self._metrics.set_lag(name, result.lag)
 
     # -- what others can see ---------------------------------------------------------------
 

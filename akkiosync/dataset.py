@@ -34,8 +34,9 @@ def pinned_dataset(
     store: Store,
     client: AkkioClient,
     clock: Callable[[], datetime],
-) -> tuple[str, Schema]:
-    """The job's dataset id and schema; on the first run, create or adopt and pin them."""
+) -> tuple[str, Schema, int | None]:
+    """The job's dataset id, schema and (when this already asked Akkio) its row count; on the
+    first run, create or adopt and pin them."""
     state = store.job_state(job.name)
     if state.dataset_id is not None and state.schema_json is not None:
         wanted = job.target.dataset_id or job.target.dataset
@@ -46,17 +47,17 @@ def pinned_dataset(
                 job.name, wanted, state.dataset_name, state.dataset_id, job.name,
             )  # fmt: skip
         try:
-            client.get_dataset(state.dataset_id)
+            info = client.get_dataset(state.dataset_id)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(
                 f"dataset {state.dataset_name} ({state.dataset_id}) that job {job.name} writes "
                 f"to no longer exists on Akkio; `akkiosync reset {job.name}` starts over with a "
                 "new dataset"
             ) from None
-        return state.dataset_id, Schema.from_json(state.schema_json)
+        return state.dataset_id, Schema.from_json(state.schema_json), info.rows
 
     schema = planned_schema(job, columns)
-    rows_at_pin = 0
+    rows_at_pin: int | None = None
     if job.target.dataset_id is not None:
         info = client.get_dataset(job.target.dataset_id)
         theirs = {f.name for f in info.fields}
@@ -71,9 +72,9 @@ def pinned_dataset(
         assert job.target.dataset is not None  # noqa: S101 - config requires one of the two
         dataset_id, name = _create(job.name, job.target.dataset, store, client, clock)
     store.pin_dataset(
-        job.name, dataset_id, name, schema.to_json(), clock(), rows_at_pin=rows_at_pin
+        job.name, dataset_id, name, schema.to_json(), clock(), rows_at_pin=rows_at_pin or 0
     )
-    return dataset_id, schema
+    return dataset_id, schema, rows_at_pin
 
 
 def _create(

@@ -73,12 +73,14 @@ class Delivery:
         self.rows_before = 0  # the dataset's row count before the next batch
         self.recovered: Outcome | None = None
 
-    def recover(self) -> None:
-        """Settle an intent left by a crash, then learn the dataset's row count."""
+    def recover(self, known_rows: int | None = None) -> None:
+        """Settle an intent left by a crash, then learn the dataset's row count (``known_rows``:
+        a count just read, which saves asking again when there is no intent)."""
         intent = self._store.pending_intent(self._job)
         if intent is not None and intent.dataset_id != self._dataset_id:
             self._store.clear_intent(self._job)  # a reset pinned another dataset since
             intent = None
+        count = known_rows
         if intent is not None:
             outcome, count = self._reconcile(intent)
             self.recovered = outcome
@@ -90,7 +92,8 @@ class Delivery:
                 self._commit(intent)
             else:
                 self._store.clear_intent(self._job)  # the rows are read again from the cursor
-        count = self._count()
+        if count is None:
+            count = self._count()
         expected = self._store.job_state(self._job).rows_expected
         if count != expected:
             logger.warning(
@@ -168,7 +171,7 @@ class Delivery:
         before, after = intent.rows_before, intent.rows_before + intent.rows
         count = self._count()
         for read in range(1, self._policy.reads):
-            if count == after or count > after:
+            if count >= after:
                 break
             self._sleep(self._policy.wait * 2 ** (read - 1))  # lazy counting: look again
             count = self._count()

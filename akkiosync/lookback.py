@@ -14,14 +14,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from akkiosync.cursor import Cursor, encode_cursor
-from akkiosync.cursor import position as order
+from akkiosync.cursor import Cursor, encode_cursor, position
 
 Back = dt.timedelta | int
 
 
 def span(back: Back) -> float:
-    """The window's length on the same axis as ``order``."""
+    """The window's length on the same axis as ``position``."""
     return back.total_seconds() if isinstance(back, dt.timedelta) else float(back)
 
 
@@ -34,10 +33,8 @@ class Ledger:
 
     @staticmethod
     def since(cursor: Cursor | None, back: Back) -> float | None:
-        """The order from which ledger entries matter for a read at ``cursor``."""
-        if cursor is None:
-            return None
-        return order(cursor.watermark) - span(back) - _SLACK
+        """The position from which ledger entries matter for a read at ``cursor``."""
+        return None if cursor is None else _window_start(cursor, back)
 
     def fresh(
         self, rows: Sequence[Sequence[Any]], width: int
@@ -52,21 +49,25 @@ class Ledger:
                 continue
             self._sent.add(identity)
             rows_out.append(row)
-            entries.append((identity, order(row[width])))
+            entries.append((identity, position(row[width])))
         return rows_out, entries
 
     def prune_below(self, cursor: Cursor) -> float:
-        """Entries ordered below this can no longer fall inside a window."""
-        return order(cursor.watermark) - span(self.back) - _SLACK
+        """Entries positioned below this can no longer fall inside a window."""
+        return _window_start(cursor, self.back)
 
 
-# Float orders can round: keep a unit more than the window so a boundary row is never
+# Float positions can round: keep a unit more than the window so a boundary row is never
 # forgotten while the database still counts it inside.
 _SLACK = 1.0
 
 
+def _window_start(cursor: Cursor, back: Back) -> float:
+    return position(cursor.watermark) - span(back) - _SLACK
+
+
 def later(a: Cursor | None, b: Cursor) -> Cursor:
     """The cursor further along by watermark (a lookback read may end behind the checkpoint)."""
-    if a is None or order(b.watermark) >= order(a.watermark):
+    if a is None or position(b.watermark) >= position(a.watermark):
         return b
     return a

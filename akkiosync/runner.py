@@ -19,7 +19,7 @@ from typing import Literal
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
-from akkiosync.cursor import decode_cursor, encode_cursor
+from akkiosync.cursor import decode_cursor, encode_cursor, lag
 from akkiosync.dataset import pinned_dataset
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
@@ -59,6 +59,7 @@ class RunResult:
     seconds: float = 0.0
     error: str | None = None
     rows_skipped: int = 0  # rows with a NULL watermark, never read
+    lag: float | None = None  # the cursor's distance to the newest watermark (measure_lag)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +74,7 @@ class _Progress:
     batches: int = 0
     dataset_id: str | None = None
     rows_skipped: int = 0
+    lag: float | None = None
 
 
 class Runner:
@@ -91,6 +93,7 @@ class Runner:
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
         on_retry: Callable[[], None] | None = None,
+        measure_lag: bool = False,
     ) -> None:
         """``locks`` is the directory of the per-job locks (``None``: no cross-process lock);
         once ``stop`` is set, runs end after the batch in flight is committed."""
@@ -104,6 +107,7 @@ class Runner:
         self._sleep = sleep
         self._stop = stop or threading.Event()
         self._on_retry = on_retry or (lambda: None)
+        self._measure_lag = measure_lag
 
     def run(self, job: Job) -> RunResult:
         """Run ``job`` once to the end of its source; failures are recorded, not raised."""
@@ -173,12 +177,13 @@ class Runner:
             seconds=seconds,
             error=error,
             rows_skipped=progress.rows_skipped,
+            lag=progress.lag,
         )
 
     def _sync(self, job: Job, run_id: int, progress: _Progress) -> None:
         with make_source(job.source) as source:
             columns = source.columns()
-            dataset_id, schema = pinned_dataset(
+            dataset_id, schema, rows = pinned_dataset(
                 job, columns, self._store, self._client, self._clock
             )
             progress.dataset_id = dataset_id
@@ -200,7 +205,7 @@ class Runner:
                 sleep=self._sleep,
                 on_retry=self._on_retry,
             )
-            delivery.recover()  # may commit a batch a crashed run had sent
+            delivery.recover(rows)  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
             progress.rows_skipped = self._null_cursor_rows(job, source)
             utc = {c.name for c in columns if c.utc}
@@ -222,7 +227,19 @@ class Runner:
                     )  # fmt: skip
                     self._sleep(wait)
                 else:
-                    return
+                    break
+            if self._measure_lag:
+                progress.lag = self._lag(source, progress.cursor_json)
+
+    @staticmethod
+    def _lag(source: Source, cursor_json: str | None) -> float | None:
+        """How far the checkpoint is behind the source's newest watermark, on the read's own
+        engine; a failure to measure it does not fail the run."""
+        try:
+            newest = source.newest_watermark()
+        except SourceError:
+            return None
+        return lag(newest, decode_cursor(cursor_json) if cursor_json else None)
 
     def _stream(
         self,
