@@ -6,14 +6,17 @@ request is all or nothing. With ``data_file``, every change is an fsync'd line o
 JSON-lines journal that is replayed on start.
 
 A ``FaultPlan`` injects failures into ``/v1`` requests so that clients can rehearse them: 429,
-500, 503, ``slow``, ``drop_before`` (hang up, nothing stored) and ``drop_after`` (rows stored,
-answer lost). ``/_emulator/health``, ``/_emulator/rows`` and ``/_emulator/faults`` are our own
-additions and never fail on purpose.
+500, 503, ``slow`` (the backend takes ``delay``; past the client's read timeout its rows land
+after the client gave up), ``drop_before`` (hang up, nothing stored), ``drop_after`` (rows
+stored, answer lost), ``late`` (504 at once, rows stored ``delay`` later), ``error_after`` (rows
+stored, 200 with an error body) and ``408_after`` (rows stored, 408). ``Emulator.settle`` waits
+for rows still to land. ``/_emulator/health``, ``/_emulator/rows`` and ``/_emulator/faults`` are
+our own additions and never fail on purpose.
 
 Modules: ``_store`` (datasets, schema rules, journal), ``_request`` (reading a request's fields),
-``_faults`` (plans and the seeded draw), ``_app`` (``Emulator``: routing to an answer) and
-``_server`` (the loopback HTTP server). Nothing here imports the rest of ``akkiosync``: it stays
-an independent referee.
+``_faults`` (plans, their answers and the seeded draw), ``_pending`` (requests in flight and late
+changes), ``_app`` (``Emulator``: routing to an answer) and ``_server`` (the loopback HTTP
+server). Nothing here imports the rest of ``akkiosync``: it stays an independent referee.
 """
 
 from akkiosync.emulator._app import API_PREFIX, DEFAULT_API_KEY, Emulator

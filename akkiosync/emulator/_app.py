@@ -14,8 +14,9 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from akkiosync.emulator._faults import FaultDraw, FaultPlan
-from akkiosync.emulator._request import decode_rows, optional_str, read_params
+from akkiosync.emulator._faults import ANSWERS, STAND_INS, FaultDraw, FaultPlan
+from akkiosync.emulator._pending import Pending
+from akkiosync.emulator._request import asks_to_add, decode_rows, optional_str, read_params
 from akkiosync.emulator._store import RequestError, Store, error
 
 DEFAULT_API_KEY = "emulator-key"
@@ -30,11 +31,8 @@ _ROUTES = {
     "/_emulator/health": ("GET",),
     "/_emulator/faults": ("GET", "POST"),
 }
-_FAULT_ANSWERS = {
-    "429": "rate limited",
-    "500": "internal server error (injected fault)",
-    "503": "service unavailable (injected fault)",
-}
+_REFUSALS = ("429", "500", "503")  # answered at once, nothing stored
+_STORED_THEN_ERROR = ("error_after", "408_after")
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -43,7 +41,8 @@ class Emulator:
     """The state and the rules of a fake Akkio account; ``handle`` is one HTTP exchange.
 
     ``faults`` (or ``set_faults``) injects failures into ``/v1`` requests; ``sleep`` is how a
-    ``slow`` fault waits.
+    ``slow`` fault waits. Rows may land after their answer (``late``, a ``slow`` past the
+    client's timeout): ``settle`` waits for them.
     """
 
     def __init__(
@@ -60,40 +59,55 @@ class Emulator:
         self._lock = threading.Lock()
         self._store = Store(data_file)
         self._faults = FaultDraw(faults)
+        self._pending = Pending()
         self._requests = 0
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float | None = None,
+    ) -> Reply:
         """One HTTP exchange; `target` is the path plus optional '?query'.
 
         Returns (status, headers, body): every refusal is an answer. A ``drop_*`` fault raises
         ``httpx.RemoteProtocolError``, what a client sees when the server hangs up without an
-        answer. Only a bug raises anything else.
+        answer. `timeout` is the client's read timeout, for callers without a socket to enforce
+        it: a ``slow`` fault longer than it carries on in the background and raises
+        ``httpx.ReadTimeout`` after `timeout`. Only a bug raises anything else.
         """
         method, url = method.upper(), urlsplit(target)
-        drawn = self._draw(method, url, headers, body)
-        if drawn is None:
-            return self._answer(method, url, headers, body)
-        kind, plan = drawn
-        if kind in _FAULT_ANSWERS:
-            return _fault_reply(kind, plan)
-        if kind == "drop_before":
-            raise _hang_up()
-        if kind == "slow":
-            self._sleep(plan.delay)  # without the lock: other requests go on meanwhile
-        reply = self._answer(method, url, headers, body)
-        if kind == "drop_after":
-            raise _hang_up()
-        return reply
+        with self._pending.request():
+            drawn = self._draw(method, url, headers, body)
+            if drawn is None:
+                return self._answer(method, url, headers, body)
+            return self._inject(*drawn, method, url, headers, body, timeout)
 
     def transport(self) -> httpx.MockTransport:
-        """An httpx transport that answers from this emulator, without any socket."""
+        """An httpx transport that answers from this emulator, without any socket.
+
+        It honours the request's read timeout, which a MockTransport otherwise ignores.
+        """
 
         def exchange(request: httpx.Request) -> httpx.Response:
             target = request.url.raw_path.decode("ascii")
-            reply = self.handle(request.method, target, request.headers, request.read())
+            timeout = request.extensions.get("timeout", {}).get("read")
+            reply = self.handle(
+                request.method, target, request.headers, request.read(), timeout=timeout
+            )
             return httpx.Response(reply[0], headers=reply[1], content=reply[2])
 
         return httpx.MockTransport(exchange)
+
+    def settle(self, timeout: float | None = 10.0) -> bool:
+        """Wait until no request is in flight and no late change is pending (None: for ever).
+
+        True once settled; False if `timeout` seconds passed first.
+        """
+        return self._pending.settle(timeout)
 
     def set_faults(self, plan: FaultPlan | None) -> None:
         """Inject `plan` from the next ``/v1`` request on, its script and seed from the start;
@@ -136,6 +150,45 @@ class Emulator:
         with self._lock:
             kind = self._faults.draw(plan)
         return None if kind is None else (kind, plan)
+
+    def _inject(
+        self,
+        kind: str,
+        plan: FaultPlan,
+        method: str,
+        url: SplitResult,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float | None,
+    ) -> Reply:
+        """The answer to a request that drew the fault `kind`."""
+        if kind in STAND_INS and not _adds_rows(method, url, headers, body):
+            kind = STAND_INS[kind]  # no rows to land: a plain error
+        if kind in _REFUSALS:
+            return _fault_reply(kind, plan)
+        if kind == "drop_before":
+            raise _hang_up()
+        if kind == "late":  # the load balancer gave up; the backend did not
+            self._pending.later(plan.delay, lambda: self._land(method, url, headers, body))
+            return _fault_reply(kind, plan)
+        if kind == "slow" and timeout is not None and plan.delay > timeout:
+            self._pending.later(plan.delay, lambda: self._land(method, url, headers, body))
+            self._sleep(timeout)
+            raise httpx.ReadTimeout("timed out: the emulator's slow fault outlasts the timeout")
+        if kind == "slow":
+            self._sleep(plan.delay)  # without the lock: other requests go on meanwhile
+        reply = self._answer(method, url, headers, body)
+        if kind == "drop_after":
+            raise _hang_up()
+        if kind in _STORED_THEN_ERROR:  # a proxy's error replaces whatever the backend said
+            return _fault_reply(kind, plan)
+        return reply
+
+    def _land(self, method: str, url: SplitResult, headers: Mapping[str, str], body: bytes) -> None:
+        """Carry out a request whose client has its answer already; a refusal is dropped."""
+        status = self._answer(method, url, headers, body)[0]
+        outcome = "landed" if status == 200 else f"was refused ({status}) and dropped"
+        _log.debug("a late %s %s %s", method, url.path, outcome)
 
     def _answer(
         self, method: str, url: SplitResult, headers: Mapping[str, str], body: bytes
@@ -225,7 +278,8 @@ def _hang_up() -> httpx.RemoteProtocolError:
 
 
 def _fault_reply(kind: str, plan: FaultPlan) -> Reply:
-    reply = _reply(int(kind), {"status": "error", "message": _FAULT_ANSWERS[kind]})
+    status, message = ANSWERS[kind]
+    reply = _reply(status, {"status": "error", "message": message})
     if kind == "429":
         seconds = plan.retry_after
         reply[1]["Retry-After"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
@@ -240,11 +294,5 @@ def _reply(status: int, body: dict[str, Any], allow: tuple[str, ...] = ()) -> Re
 
 
 def _adds_rows(method: str, url: SplitResult, headers: Mapping[str, str], body: bytes) -> bool:
-    """Whether a request is an add-rows POST (valid or not), for ``only="add"`` plans."""
-    if method != "POST" or url.path.rstrip("/") != _DATASETS:
-        return False
-    try:
-        params = read_params(url.query, headers, body)
-    except RequestError:
-        return False
-    return params.get("id") not in (None, "") and "rows" in params
+    """Whether a request is an add-rows POST (valid or not), whose rows a fault may land."""
+    return url.path.rstrip("/") == _DATASETS and asks_to_add(method, url.query, headers, body)

@@ -10,8 +10,35 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-FAULT_KINDS = ("429", "500", "503", "slow", "drop_before", "drop_after")
+# Appended to, never reordered: a seeded plan draws by walking the kinds in this order.
+FAULT_KINDS = (
+    "429",
+    "500",
+    "503",
+    "slow",
+    "drop_before",
+    "drop_after",
+    "late",
+    "error_after",
+    "408_after",
+)
 OK = "ok"  # a script step that injects nothing
+
+# The status and message each answering kind sends. late, error_after and 408_after answer so
+# only an add-rows POST (whose rows land anyway); any other request gets its stand-in's answer.
+ANSWERS: Mapping[str, tuple[int, str]] = MappingProxyType(
+    {
+        "429": (429, "rate limited"),
+        "500": (500, "internal server error (injected fault)"),
+        "503": (503, "service unavailable (injected fault)"),
+        "late": (504, "gateway timeout (injected fault)"),
+        "error_after": (200, "internal error after storing (injected fault)"),
+        "408_after": (408, "request timeout (injected fault)"),
+    }
+)
+STAND_INS: Mapping[str, str] = MappingProxyType(
+    {"late": "503", "error_after": "500", "408_after": "500"}
+)
 
 Only = Literal["all", "add"]
 _ONLY = ("all", "add")
@@ -33,8 +60,9 @@ class FaultPlan:
 
     ``script`` steps (a kind or ``"ok"``) are consumed one per eligible request; once they run out,
     each request draws at most one kind with the probabilities in ``rates``. ``only="add"`` makes
-    only add-rows POSTs eligible. ``retry_after`` is the 429's header, ``delay`` the seconds of
-    ``slow``. Invalid values raise ValueError.
+    only add-rows POSTs eligible. ``retry_after`` is the 429's header; ``delay`` is the seconds
+    the backend takes: ``slow`` answers after it, ``late`` stores its rows after it. Invalid
+    values raise ValueError.
     """
 
     rates: Mapping[str, float] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from akkiosync.emulator._store import Row, error
+from akkiosync.emulator._store import RequestError, Row, error
 
 
 def read_params(query: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
@@ -25,6 +25,17 @@ def read_params(query: str, headers: Mapping[str, str], body: bytes) -> dict[str
     if not isinstance(decoded, dict):
         raise error(400, "the JSON body must be an object")
     return params | decoded
+
+
+def asks_to_add(method: str, query: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether a request's fields ask to add rows (an id and rows on a POST), valid or not."""
+    if method != "POST":
+        return False
+    try:
+        params = read_params(query, headers, body)
+    except RequestError:
+        return False
+    return params.get("id") not in (None, "") and "rows" in params
 
 
 def optional_str(params: dict[str, Any], key: str) -> str | None:

@@ -13,9 +13,11 @@ KEY = DEFAULT_API_KEY
 
 
 @pytest.fixture
-def emu() -> Emulator:
-    """A fresh emulator with the default key."""
-    return Emulator()
+def emu() -> Iterator[Emulator]:
+    """A fresh emulator with the default key; nothing of it is left landing after the test."""
+    emulator = Emulator()
+    yield emulator
+    assert emulator.settle(10), "a late change was still pending 10 s after the test"
 
 
 @pytest.fixture

@@ -75,7 +75,17 @@ class TestFaultPlan:
 
     def test_fault_kinds_are_the_contract(self) -> None:
         """The kinds are named as users and the CLI spell them."""
-        assert FAULT_KINDS == ("429", "500", "503", "slow", "drop_before", "drop_after")
+        assert FAULT_KINDS == (
+            "429",
+            "500",
+            "503",
+            "slow",
+            "drop_before",
+            "drop_after",
+            "late",
+            "error_after",
+            "408_after",
+        )
 
     def test_defaults_inject_nothing(self, local: httpx.Client, emu: Emulator) -> None:
         """An empty plan has no rates and no script, and requests answer normally."""
