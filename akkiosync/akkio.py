@@ -228,8 +228,9 @@ def _error_for(
 ) -> tuple[AkkioError | None, dict[str, Any]]:
     """Map an answer to the error it means (or None), and its JSON object body (or {}).
 
-    ``changes``: the request changes data (POST, DELETE), so a 5xx or an unreadable 2xx may
-    have been applied (``maybe_landed``); a 429 or another 4xx was not.
+    ``changes``: the request changes data (POST, DELETE), so any failed answer may have been
+    applied (``maybe_landed``: a proxy can relay an error after forwarding the request) except
+    those that prove it was not: 401/403 (and a key refused in the body), 429, and a 404.
     """
     status = response.status_code
     try:
@@ -263,14 +264,15 @@ def _error_for(
     if dataset_call and readable and gone:
         return fail(DatasetNotFoundError, message or "dataset not found")
     if not 200 <= status < 300:
-        return fail(AkkioFatalError, message or response.reason_phrase)
+        # A 404 says nothing here takes such requests (a wrong base URL): nothing was stored.
+        return fail(AkkioFatalError, message or response.reason_phrase, landed=status != 404)
     if not readable:
         # The request may have landed: the caller must reconcile, as after a lost answer.
         return fail(
             AkkioTransportError, f"unreadable answer: {message or 'empty body'}", landed=True
         )
     if not success:
-        return fail(AkkioFatalError, message or "answer has no 'success' status")
+        return fail(AkkioFatalError, message or "answer has no 'success' status", landed=True)
     return None, body
 
 

@@ -18,7 +18,8 @@ from akkiosync.alerts import Alerter
 from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
 from akkiosync.daemon import Daemon, DaemonOptions
 from akkiosync.delivery import ReconcilePolicy
-from akkiosync.errors import ConfigError
+from akkiosync.errors import ConfigError, JobBusyError
+from akkiosync.lock import JobLock
 from akkiosync.logcontext import current_job
 from akkiosync.metrics import Metrics
 from akkiosync.pacing import RetryPolicy, limiter_for
@@ -80,7 +81,7 @@ class App:
             lock_wait=lock_wait,
             retry=self.retry,
             reconcile=ReconcilePolicy(
-                reads=settings.akkiosync_reconcile_reads, wait=settings.akkiosync_reconcile_wait
+                grace=settings.landing_grace, wait=settings.akkiosync_reconcile_wait
             ),
             stop=stop,
             on_retry=_retry_counter(metrics),
@@ -118,6 +119,25 @@ class App:
             yield store
         finally:
             store.close()
+
+    @contextmanager
+    def job_lock(
+        self,
+        name: str,
+        wait: float = 0.0,
+        *,
+        undone: str = "changed",
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """Hold job ``name``'s lock, the one its runs take, while a command changes its state.
+
+        If another process holds it, ``on_wait(pid)`` is called and the lock waited for up to
+        ``wait`` seconds; then ``JobBusyError`` (saying "nothing was ``undone``")."""
+        lock = JobLock(self.settings.locks_dir, name)
+        if not lock.acquire(wait, on_wait=on_wait):
+            raise JobBusyError(name, lock.holder(), undone)
+        with lock:
+            yield
 
 
 def _retry_counter(metrics: Metrics | None) -> Callable[[], None] | None:

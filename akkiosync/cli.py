@@ -18,11 +18,13 @@ import click
 from akkiosync import emulator as emulator_module
 from akkiosync.app import App
 from akkiosync.config import Job, Settings
-from akkiosync.dataset import planned_schema
+from akkiosync.dataset import planned_schema, schema_drift
 from akkiosync.demo import run_demo
 from akkiosync.emulator import FAULT_KINDS, FaultPlan
 from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.logcontext import ContextFilter, JsonFormatter, TextFormatter
+from akkiosync.mapping import Schema
+from akkiosync.operate import accept, reset
 from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
 from akkiosync.report import (
@@ -123,13 +125,20 @@ def run(app: App) -> None:
     type=click.FloatRange(0),
     help="Seconds to wait for a job that another process is running (default: skip it).",
 )
+@click.option(
+    "--new-dataset",
+    is_flag=True,
+    help="Let the named jobs create their dataset even if one of that name exists.",
+)
 @pass_app
-def sync(app: App, names: tuple[str, ...], wait: float) -> None:
+def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) -> None:
     """Run jobs now, once each, to the end of their sources (all jobs if none are named)."""
+    if new_dataset and not names:
+        raise click.UsageError("--new-dataset needs the names of the jobs it is for")
     jobs = app.jobs(names)
     with app.store() as store, app.client() as client:
         runner = app.runner(store, client, lock_wait=wait)
-        results = [runner.run(job) for job in jobs]
+        results = [runner.run(job, new_dataset=new_dataset) for job in jobs]
     for result in results:
         click.echo(result_line(result), err=not result.ok)
     if any(not r.ok for r in results):
@@ -142,6 +151,7 @@ def sync(app: App, names: tuple[str, ...], wait: float) -> None:
 def validate(app: App, *, connect: bool) -> None:
     """Check the settings and every job file; exit 2 on the first problem found."""
     jobs = app.jobs()
+    pinned = _pinned_schemas(app)
     for job in jobs:
         what = f"table {job.source.table}" if job.source.table else "query"
         target = job.target.dataset or f"id {job.target.dataset_id}"
@@ -152,6 +162,9 @@ def validate(app: App, *, connect: bool) -> None:
                 f"  warning: {job.name} has no source.key; batches end only where the "
                 "watermark changes (a unique key is recommended)"
             )
+        if job.name in pinned:
+            for warning in schema_drift(job.columns, pinned[job.name], job=job.name).warnings:
+                click.echo(f"  warning: {warning}")
         if connect:
             with make_source(job.source) as source:
                 schema = planned_schema(job, source.columns())
@@ -165,6 +178,15 @@ def validate(app: App, *, connect: bool) -> None:
                     f"(CREATE INDEX ON {job.source.table} ({column}))"
                 )
     click.echo(f"{len(jobs)} job(s) valid")
+
+
+def _pinned_schemas(app: App) -> dict[str, Schema]:
+    """The schema pinned for each job that has run; an absent store is not created."""
+    if not app.settings.akkiosync_state.exists():
+        return {}
+    with app.store() as store:
+        states = store.job_states()
+    return {s.job: Schema.from_json(s.schema_json) for s in states if s.schema_json is not None}
 
 
 @cli.command(name="preview")
@@ -276,32 +298,6 @@ def logs(
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--delete-dataset", is_flag=True, help="Also delete the dataset on Akkio.")
-@pass_app
-def reset(app: App, name: str, *, yes: bool, delete_dataset: bool) -> None:
-    """Forget JOB's dataset and cursor: its next run creates a new dataset and starts over."""
-    with app.store() as store:
-        state = store.job_state(name)
-        if state.dataset_id is None and state.cursor_json is None:
-            click.echo(f"{name}: nothing to reset")
-            return
-        if not yes:
-            click.confirm(
-                f"Reset {name} (dataset {state.dataset_name} {state.dataset_id}, "
-                f"{state.rows_sent} rows sent)?",
-                abort=True,
-            )
-        if delete_dataset and state.dataset_id:
-            with app.client() as client:
-                client.delete_dataset(state.dataset_id)
-            click.echo(f"{name}: deleted dataset {state.dataset_id}")
-        store.reset(name)
-    click.echo(f"{name}: reset; the next run creates a new dataset and sends every row")
-
-
-@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", default=emulator_module.DEFAULT_API_KEY, show_default=True)
@@ -323,7 +319,13 @@ def reset(app: App, name: str, *, yes: bool, delete_dataset: bool) -> None:
     help="Which requests faults hit: all, or only add-rows calls.",
 )
 @click.option("--retry-after", default=1.0, show_default=True, type=click.FloatRange(0))
-@click.option("--slow-delay", default=2.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--slow-delay",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a slow answer takes, and a late one's rows take to land.",
+)
 def emulator(
     host: str,
     port: int,
@@ -372,6 +374,10 @@ def _bounds_of(job: Job) -> Bounds:
     spec = job.source
     window = None if spec.lookback is None else (None, spec.lookback)  # type, not anchor
     return Bounds(settle=spec.settle, window=window)
+
+
+cli.add_command(reset)
+cli.add_command(accept)
 
 
 def main() -> None:

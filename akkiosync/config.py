@@ -32,11 +32,13 @@ from sqlalchemy.exc import ArgumentError
 
 from akkiosync.akkio import DEFAULT_BASE_URL
 from akkiosync.errors import ConfigError, JobNotFoundError
+from akkiosync.lock import locks_dir
 from akkiosync.mapping import FieldType
 from akkiosync.redact import redact, register_secret
 from akkiosync.schedule import Schedule, parse_duration, parse_schedule
 
 JOB_SUFFIXES = (".yaml", ".yml")
+MIN_DEFAULT_GRACE = 120.0  # seconds: the landing grace's default is never shorter
 
 
 class Settings(BaseSettings):
@@ -52,8 +54,10 @@ class Settings(BaseSettings):
     akkio_connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     akkio_rate_limit: Annotated[float, Field(gt=0)] = 5.0  # requests per second per API key
     akkio_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
-    akkiosync_reconcile_reads: Annotated[int, Field(ge=1, le=20)] = 3
-    akkiosync_reconcile_wait: Annotated[float, Field(ge=0)] = 0.5
+    # A batch whose answer was lost is taken as not landed only once the dataset's row count
+    # has stayed put this long after the request (unset: see ``landing_grace``).
+    akkiosync_landing_grace: Annotated[float, Field(ge=0)] | None = None
+    akkiosync_reconcile_wait: Annotated[float, Field(ge=0)] = 0.5  # first pause between reads
     # The daemon (`akkiosync run`):
     akkiosync_log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
     akkiosync_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -80,13 +84,24 @@ class Settings(BaseSettings):
 
     @property
     def locks_dir(self) -> Path:
-        """The per-job run locks: beside the store, which every syncing process shares."""
-        return self.akkiosync_state.with_name(self.akkiosync_state.name + ".locks")
+        """The per-job run locks: beside the store's real file, whatever path names it."""
+        return locks_dir(self.akkiosync_state)
 
     @property
     def daemon_file(self) -> Path:
-        """Where a running daemon says who it is and when each job runs next."""
-        return self.akkiosync_state.with_name(self.akkiosync_state.name + ".daemon.json")
+        """Where a running daemon says who it is and when each job runs next: beside the
+        store's real file, so that every path to the store finds it."""
+        real = self.akkiosync_state.resolve()
+        return real.with_name(real.name + ".daemon.json")
+
+    @property
+    def landing_grace(self) -> float:
+        """Seconds a request may still land after it was sent. It must outlast the server's own
+        work on a request whose client gave up, which does not shrink with the client's
+        timeout: by default twice the request timeout, and never under two minutes."""
+        if self.akkiosync_landing_grace is not None:
+            return self.akkiosync_landing_grace
+        return max(2 * self.akkio_timeout, MIN_DEFAULT_GRACE)
 
     def api_key(self) -> str:
         """The API key, or a ``ConfigError`` saying how to set it."""
@@ -152,14 +167,27 @@ class SourceSpec(_Model):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
+        _, _, rest = value.partition("://")
+        userinfo = rest.partition("?")[0].rpartition("@")[0]
+        # The password as written runs to the last "@" (SQLAlchemy cuts it at the first one).
+        register_secret(userinfo.partition(":")[2])
+        raw_at = "@" in userinfo and not rest.startswith("/")  # "sqlite:////a@b/c.db": a path
         try:
             url = make_url(value)
         except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
-            # Never echo the value: a malformed URL escapes redact's URL pattern, password and all.
+            url = None
+        if url is not None:
+            register_secret(url.password if isinstance(url.password, str) else None)
+        # Never echo the value: a malformed URL escapes redact's URL pattern, password and all.
+        if raw_at or (url is not None and "@" in (url.host or "")):
+            raise ValueError(
+                "more than one raw @ before the host: special characters in user names and "
+                "passwords must be percent-encoded (@ as %40, : as %3A, / as %2F)"
+            )
+        if url is None:
             raise ValueError(
                 "not a valid SQLAlchemy URL (like postgresql+psycopg://user@host/dbname)"
-            ) from None
-        register_secret(url.password if isinstance(url.password, str) else None)
+            )
         return value
 
     @field_validator("key", mode="before")

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.config import Job
-from akkiosync.errors import DatasetNotFoundError, DeliveryMismatchError, SchemaError
+from akkiosync.config import ColumnsSpec, Job
+from akkiosync.errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DeliveryMismatchError,
+    SchemaError,
+)
 from akkiosync.mapping import Schema, SourceColumn, plan_schema
 from akkiosync.state import Store
 
@@ -26,6 +32,67 @@ def planned_schema(job: Job, columns: Sequence[SourceColumn]) -> Schema:
     return plan_schema(
         columns, include=spec.include, exclude=spec.exclude, rename=spec.rename, types=spec.types
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """How the job file's ``columns:`` options now differ from the dataset's pinned schema."""
+
+    withheld: tuple[str, ...] = ()  # pinned fields whose column the job no longer sends: null
+    differences: tuple[str, ...] = ()  # anything else; the pinned schema wins
+    notices: tuple[str, ...] = ()  # one line per withheld field
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every line to warn with, withheld fields first."""
+        return self.notices + self.differences
+
+
+def schema_drift(spec: ColumnsSpec, pinned: Schema, *, job: str) -> Drift:
+    """Compare the job's current ``columns:`` options with the schema pinned at its first run.
+    A column the job now leaves out is withheld (its field stays, as null: Akkio wants the
+    same keys in every row); a new rename, type or included column cannot change the dataset."""
+    kept = (
+        "the pinned schema is kept (the dataset's fields were fixed by its first rows); "
+        f"`akkiosync reset {job}` to re-plan"
+    )
+    withheld: list[str] = []
+    notices: list[str] = []
+    differences: list[str] = []
+    for field in pinned.fields:
+        column = field.source
+        if column in spec.exclude or (spec.include is not None and column not in spec.include):
+            why = (
+                "excluded by the job file"
+                if column in spec.exclude
+                else "not in the job file's columns.include"
+            )
+            withheld.append(field.name)
+            notices.append(
+                f"column {column} is {why} but field {field.name} is in the dataset's schema: "
+                f"sent as null; `akkiosync reset {job}` to drop the field"
+            )
+            continue
+        name = spec.rename.get(column, column)
+        if name != field.name:
+            differences.append(
+                f"column {column} becomes field {name} in the job file, but the dataset's "
+                f"schema has it as field {field.name}: {kept}"
+            )
+        wanted = spec.types.get(column)
+        if wanted is not None and wanted != field.type:
+            differences.append(
+                f"column {column} has type {wanted} in the job file's columns.types, but "
+                f"field {field.name} is pinned as {field.type}: {kept}"
+            )
+    pinned_columns = {f.source for f in pinned.fields}
+    differences.extend(
+        f"column {column} is in the job file's columns.include, but the dataset's schema has "
+        f"no field for it, so it is not sent; `akkiosync reset {job}` to re-plan"
+        for column in spec.include or ()
+        if column not in pinned_columns and column not in spec.exclude
+    )
+    return Drift(tuple(withheld), tuple(differences), tuple(notices))
 
 
 def pinned_dataset(
@@ -82,6 +149,7 @@ def _create(
 ) -> tuple[str, str]:
     pending = store.pending_creation(job)
     existing = [d.id for d in client.list_datasets() if d.name == name]
+    known: tuple[str, ...] = ()
     if pending is not None and pending.dataset_name == name:
         new = [i for i in existing if i not in pending.known_ids]
         if len(new) == 1:
@@ -95,6 +163,18 @@ def _create(
                 f"job {job}: several datasets named {name!r} appeared while its creation was "
                 f"unconfirmed ({', '.join(new)}); set target.dataset_id to the right one"
             )
+        known = pending.known_ids  # they were there, and allowed, when it was first tried
+    taken = [i for i in existing if i not in known]
+    if taken and not store.job_state(job).new_dataset_ok:
+        raise DatasetExistsError(
+            f"job {job}: dataset {name!r} already exists ({', '.join(taken)}) but the checkpoint "
+            "store has no record of this job writing to it (a lost, emptied or new state "
+            "file?), and creating another would send every row again beside it. To write into "
+            f"it: replace target.dataset with `dataset_id: {taken[0]}` and set "
+            "source.initial_watermark past the rows it already holds (else they are sent "
+            f"again). To create a new dataset of the same name anyway: `akkiosync sync {job} "
+            "--new-dataset`, or give target.dataset another name"
+        )
     store.record_creation(job, name, existing, clock())
     ref = client.create_dataset(name)
     logger.info("job %s: created dataset %s (%s)", job, ref.name, ref.id)

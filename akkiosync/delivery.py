@@ -1,10 +1,16 @@
 """Exactly-once delivery over Akkio's append-only API, which has no idempotency key.
 
-Per batch: record an intent (cursor range, row count, the dataset's row count before it), send,
-then commit the cursor and clear the intent in one store transaction. When an answer is lost
-(or an intent is found after a crash) the dataset's ``rows`` count decides: ``before + n`` means
-the batch landed, ``before`` means it did not; anything else means someone else writes to the
-dataset (or Akkio counts lazily), and the job's ``on_mismatch`` policy decides.
+Per batch: record an intent (cursor range, row count, the dataset's row count before it, when it
+was sent), send, then commit the cursor and clear the intent in one store transaction. When an
+answer is lost or is an error that does not prove the rows were refused (or an intent is found
+after a crash) the dataset's ``rows`` count decides, once it is settled: ``before + n`` means the
+batch landed; ``before`` means it did not, but only once it has stayed there for the landing
+grace after the request was sent (a server can store rows after the client gave up); anything
+else means someone else writes to the dataset, and the job's ``on_mismatch`` policy decides.
+
+The dataset's count is also checked against what the job delivered before the first batch of a
+run (``recover``) and after its last (``verify``): a run never reports success over a dataset
+whose count it cannot explain.
 """
 
 from __future__ import annotations
@@ -26,23 +32,29 @@ from akkiosync.state import Intent, Store
 
 logger = logging.getLogger(__name__)
 OnMismatch = Literal["fail", "resend"]
+_MIN_PAUSE = 0.01  # seconds: watching a count never becomes a busy loop of requests
 
 
 class Outcome(enum.Enum):
-    """What the dataset's row count says about a batch."""
+    """What the dataset's settled row count says about a batch."""
 
     LANDED = "landed"
     NOT_LANDED = "not landed"
     MISMATCH = "mismatch"
+    UNSETTLED = "not landed yet"  # only from a single read: the grace is not over
 
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePolicy:
-    """How to read the row count before deciding, and what to do when it fits neither case."""
+    """How long to watch the row count before deciding, and what to do when it fits neither."""
 
     on_mismatch: OnMismatch = "fail"
-    reads: int = 3  # Akkio may count lazily: read again before concluding "not landed"
-    wait: float = 0.5  # seconds before the second read; doubles after each
+    # A batch whose count still shows ``before`` this long after its request was sent is taken
+    # as not landed. It must outlast the server's own processing of a request the client gave
+    # up on: the default is twice the request timeout (see ``Settings.landing_grace``).
+    grace: float = 120.0
+    wait: float = 0.5  # seconds between the first reads of the count; doubles up to max_wait
+    max_wait: float = 5.0
 
 
 class Delivery:
@@ -74,15 +86,17 @@ class Delivery:
         self.recovered: Outcome | None = None
 
     def recover(self, known_rows: int | None = None) -> None:
-        """Settle an intent left by a crash, then learn the dataset's row count (``known_rows``:
-        a count just read, which saves asking again when there is no intent)."""
+        """Settle an intent left by a crash, then check the dataset's row count against what
+        the job delivered (``known_rows``: a count just read, which saves asking again when
+        there is no intent). Raises ``DeliveryMismatchError`` when they differ, unless the job's
+        ``on_mismatch`` is ``resend``."""
         intent = self._store.pending_intent(self._job)
         if intent is not None and intent.dataset_id != self._dataset_id:
             self._store.clear_intent(self._job)  # a reset pinned another dataset since
             intent = None
         count = known_rows
         if intent is not None:
-            outcome, count = self._reconcile(intent)
+            outcome, count = self._reconcile(intent, intent.created_at)
             self.recovered = outcome
             logger.warning(
                 "job %s: a batch of %d rows was in flight when the last run stopped: %s",
@@ -94,14 +108,25 @@ class Delivery:
                 self._store.clear_intent(self._job)  # the rows are read again from the cursor
         if count is None:
             count = self._count()
-        expected = self._store.job_state(self._job).rows_expected
-        if count != expected:
-            logger.warning(
-                "job %s: dataset %s has %d rows but this job delivered %d: something else writes "
-                "to it (or removed rows), so exactly-once cannot be verified for this dataset",
-                self._job, self._dataset_id, count, expected,
-            )  # fmt: skip
+        self._check(count, "before this run's first batch")
         self.rows_before = count
+
+    def verify(self) -> None:
+        """After the run's last batch: the dataset's count must be what the job delivered.
+
+        The count is read until it matches or the landing grace has passed (Akkio may count
+        lazily); then a difference raises ``DeliveryMismatchError`` (or, with ``on_mismatch:
+        resend``, is logged)."""
+        expected = self._store.job_state(self._job).rows_expected
+        count = self._count()
+        waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
+        while count != expected and waited < self._policy.grace:
+            pause = min(pause, self._policy.grace - waited)
+            self._sleep(pause)
+            waited += pause
+            pause = min(pause * 2, self._policy.max_wait)
+            count = self._count()
+        self._check(count, "after this run's last batch")
 
     def send(
         self,
@@ -125,8 +150,10 @@ class Delivery:
             created_at=self._clock(),
             ledger_json=json.dumps(extra) if ledger or prune_below is not None else None,
         )
-        self._store.record_intent(intent)
         for attempt in range(1, self._retry.attempts + 1):
+            # Recorded afresh before every try: its time is when the grace of this try starts.
+            intent = dataclasses.replace(intent, created_at=self._clock())
+            self._store.record_intent(intent)
             try:
                 self._client.add_rows(self._dataset_id, records)
             except AkkioError as exc:
@@ -134,15 +161,24 @@ class Delivery:
                     self._store.clear_intent(self._job)  # provably nothing was stored
                     raise
                 logger.warning(
-                    "job %s: the answer to a batch of %d rows was lost (%s); reconciling",
+                    "job %s: a batch of %d rows may or may not have landed (%s); reconciling",
                     self._job, intent.rows, exc,
                 )  # fmt: skip
-                outcome, count = self._reconcile(intent)
+                if not exc.retriable:
+                    # Refused, yet perhaps stored (a proxy's error after forwarding): one read
+                    # tells "landed" at once; otherwise the run fails and the intent stays, for
+                    # the next run to settle once the landing grace is over.
+                    if self._reconcile(intent, intent.created_at, wait=False)[0] is Outcome.LANDED:
+                        break
+                    raise
+                outcome, count = self._reconcile(intent, intent.created_at)
                 if outcome is Outcome.LANDED:
                     break
                 if outcome is Outcome.MISMATCH:  # only reached with on_mismatch: resend
-                    intent = _rebase(intent, count, self._clock())
-                    self._store.record_intent(intent)
+                    intent = dataclasses.replace(intent, rows_before=count)
+                elif attempt == self._retry.attempts:
+                    self._store.clear_intent(self._job)  # settled: it did not land
+                    raise
                 if attempt == self._retry.attempts:
                     raise
                 self._on_retry()
@@ -166,23 +202,58 @@ class Delivery:
     def _count(self) -> int:
         return self._client.get_dataset(self._dataset_id).rows
 
-    def _reconcile(self, intent: Intent) -> tuple[Outcome, int]:
-        """Whether ``intent``'s batch landed, by the row count; applies the mismatch policy."""
+    def _check(self, count: int, when: str) -> None:
+        """The dataset's count against the job's expected count: equal, or loud."""
+        expected = self._store.job_state(self._job).rows_expected
+        if count == expected:
+            return
+        message = (
+            f"job {self._job}: dataset {self._dataset_id} has {count} rows {when}, but this job "
+            f"delivered {expected}: something else writes to it (or removed rows), or a request "
+            "landed later than the landing grace, so exactly-once cannot be verified"
+        )
+        if self._policy.on_mismatch == "resend":
+            logger.warning("%s; on_mismatch is resend: going on", message)
+            return
+        raise DeliveryMismatchError(
+            f"{message}. The job stops here: check the dataset, then `akkiosync accept "
+            f"{self._job}` if it is right as it is (its count becomes the expected one), or "
+            f"`akkiosync reset {self._job}` to start over in a new dataset"
+        )
+
+    def _reconcile(
+        self, intent: Intent, sent_at: dt.datetime, *, wait: bool = True
+    ) -> tuple[Outcome, int]:
+        """Whether ``intent``'s batch landed, once the row count is settled: ``before + n``, or
+        ``before`` for the whole landing grace after ``sent_at``; applies the mismatch policy.
+        ``wait=False`` reads once and answers ``UNSETTLED`` for ``before``."""
         before, after = intent.rows_before, intent.rows_before + intent.rows
+        waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
         count = self._count()
-        for read in range(1, self._policy.reads):
-            if count >= after:
-                break
-            self._sleep(self._policy.wait * 2 ** (read - 1))  # lazy counting: look again
+        if count == before and not wait:
+            return Outcome.UNSETTLED, count
+        while count == before:
+            # Time passes at least as fast as this loop sleeps, whatever the clock says.
+            elapsed = max((self._clock() - sent_at).total_seconds(), waited)
+            if elapsed >= self._policy.grace:
+                return Outcome.NOT_LANDED, count
+            if not waited:
+                logger.info(
+                    "job %s: dataset %s still has %d rows: watching it for up to %.1fs more "
+                    "(the landing grace) before taking the batch as not landed",
+                    self._job, self._dataset_id, count, self._policy.grace - elapsed,
+                )  # fmt: skip
+            pause = min(pause, self._policy.grace - elapsed)
+            self._sleep(pause)
+            waited += pause
+            pause = min(pause * 2, self._policy.max_wait)
             count = self._count()
         if count == after:
             return Outcome.LANDED, count
-        if count == before:
-            return Outcome.NOT_LANDED, count
         message = (
             f"job {self._job}: cannot tell whether a batch of {intent.rows} rows reached dataset "
             f"{self._dataset_id}: it has {count} rows, expected {before} (not landed) or {after} "
-            "(landed); something else writes to the dataset, or Akkio counts lazily"
+            "(landed); something else writes to the dataset"
         )
         if self._policy.on_mismatch == "fail":
             raise DeliveryMismatchError(
@@ -191,8 +262,3 @@ class Delivery:
             )
         logger.error("%s; on_mismatch is resend: sending it again (duplicates possible)", message)
         return Outcome.MISMATCH, count
-
-
-def _rebase(intent: Intent, count: int, now: dt.datetime) -> Intent:
-    """The same batch, now expected on top of ``count`` rows."""
-    return dataclasses.replace(intent, rows_before=count, created_at=now)

@@ -9,7 +9,11 @@ same thing is tried again later; the others will not. ``exit_code`` is what the 
     ├── SourceError                the SQL source failed
     │   └── SourceUnavailableError retriable: connection refused or dropped
     ├── SchemaError                the source no longer matches the dataset's pinned schema
+    ├── BadValueError              a source value does not fit its dataset field
     ├── StateError                 the checkpoint store is unusable
+    ├── JobBusyError               another process holds the job's lock: nothing was changed
+    ├── DatasetExistsError         the store has no record of the job, yet a dataset of its
+    │                              target name exists: adopt it, or create one deliberately
     ├── DeliveryMismatchError      the dataset's row count fits neither "landed" nor "not
     │                              landed": an operator must decide (see delivery)
     └── AkkioError                 Akkio's API failed; maybe_landed: it may have been applied
@@ -21,12 +25,14 @@ same thing is tried again later; the others will not. ``exit_code`` is what the 
             └── DatasetNotFoundError  the pinned dataset no longer exists
 
 Every ``AkkioError`` also says whether the request may have been applied although it failed:
-``maybe_landed`` is True only for a request that changes data (POST, DELETE) that failed after it
-could have reached Akkio: a 5xx answer, an unreadable 2xx answer, or a transport error once the
+``maybe_landed`` is True for a request that changes data (POST, DELETE) whose failure does not
+prove it was refused: a 5xx, a 4xx other than those below, a 2xx whose body is unreadable or says
+"error" (a proxy may relay an error after forwarding the request), or a transport error once the
 request could be on its way (read/write timeout, connection reset or closed while waiting). It
-is False for every GET, for 429 (rate limited: not processed), for other 4xx, and for transport
-errors that prove nothing was sent (``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``).
-A failure with ``maybe_landed`` must not be blindly resent: reconcile by reading the dataset.
+is False for every GET, for 401/403 and a refused key, for 429 (rate limited: not processed),
+for a 404 (no such dataset, or no such URL), and for transport errors that prove nothing was sent
+(``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``). A failure with ``maybe_landed``
+must not be blindly resent: reconcile by reading the dataset's settled row count.
 
 Messages never contain secrets: build them from redacted parts (see ``redact``).
 """
@@ -65,8 +71,32 @@ class SchemaError(AkkioSyncError):
     """The source's columns no longer match the schema pinned for the dataset."""
 
 
+class BadValueError(AkkioSyncError):
+    """A source value does not fit its dataset field (7.9 in an integer field, text in a number
+    field): sending it altered would corrupt the dataset quietly, so the run stops."""
+
+
 class StateError(AkkioSyncError):
     """The checkpoint store is unusable (corrupt, newer schema version, locked)."""
+
+
+class JobBusyError(AkkioSyncError):
+    """Another process holds the job's lock (it is running the job), so a command that would
+    change the job's state did nothing; ``holder`` is that process's pid."""
+
+    def __init__(self, job: str, holder: str, undone: str = "changed") -> None:
+        super().__init__(
+            f"job {job} is running in another process (pid {holder}): nothing was {undone}; "
+            "wait for it to finish or use --wait SECONDS"
+        )
+        self.job = job
+        self.holder = holder
+
+
+class DatasetExistsError(AkkioSyncError):
+    """A first run found a dataset of the job's target name although the checkpoint store has
+    no record of the job (a lost or new state file): creating another would resend everything
+    beside the rows already there, so the run stops until an operator chooses."""
 
 
 class DeliveryMismatchError(AkkioSyncError):

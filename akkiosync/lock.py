@@ -1,8 +1,9 @@
 """One run per job at a time, across processes: an advisory ``flock`` per job.
 
 The operating system releases a ``flock`` when its holder dies, even by ``kill -9``, so a crash
-never leaves a stale lock behind. The lock files live beside the checkpoint store, which is
-what every process syncing the same jobs shares.
+never leaves a stale lock behind. The lock files live beside the checkpoint store's real file,
+which is what every process syncing the same jobs shares: found through a symlink, a relative
+path or a bind mount of its directory, one store has one set of lock files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from akkiosync.errors import StateError
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
+def locks_dir(store: Path) -> Path:
+    """The directory of the per-job locks of the store file ``store``: beside the file it names
+    once every symlink is followed (the file need not exist yet), so every path gives one."""
+    real = store.resolve()
+    return real.with_name(real.name + ".locks")
+
+
 class JobLock:
     """An exclusive lock on one job's runs."""
 
@@ -33,8 +41,12 @@ class JobLock:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[str], None] | None = None,
     ) -> bool:
-        """Take the lock, polling for up to ``wait`` seconds; ``False`` if another holds it."""
+        """Take the lock, polling for up to ``wait`` seconds; ``False`` if another holds it.
+
+        ``on_wait`` is called with the holder's pid once, when the lock is found held and there
+        is time to wait for it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -48,6 +60,9 @@ class JobLock:
                 if clock() >= deadline:
                     os.close(fd)
                     return False
+                if on_wait is not None:
+                    on_wait(self.holder())
+                    on_wait = None
                 sleep(min(0.1, max(deadline - clock(), 0.0)))
                 continue
             os.ftruncate(fd, 0)

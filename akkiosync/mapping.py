@@ -2,7 +2,8 @@
 
 Pure: no I/O. The schema is planned once, when the dataset is created, and pinned; after that
 every record carries exactly the schema's keys, and each field's values keep one JSON type
-(``type-stable``): the converter is chosen per field from its type, not per value.
+(``type-stable``): the converter is chosen per field from its type, not per value. A value
+its field cannot hold unchanged (7.9 in an integer field) raises ``BadValueError``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
 
-from akkiosync.errors import ConfigError, SchemaError
+from akkiosync.errors import BadValueError, ConfigError, SchemaError
 
 FieldType = Literal["integer", "float", "string", "category", "date"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
@@ -135,11 +136,15 @@ def _finite(value: float) -> float | None:
 
 
 def _to_integer(value: Any) -> Any:
+    if isinstance(value, str):  # numeric text (SQLite lets an INTEGER column hold any text)
+        value = Decimal(value.strip())  # decimal.InvalidOperation is an ArithmeticError
     # Decimal.is_finite, not math.isfinite: the latter raises on a signalling NaN.
-    if isinstance(value, Decimal):
-        return int(value) if value.is_finite() else None
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float | Decimal) and value != int(value):
+        raise ValueError("a fraction does not fit an integer field")
     return int(value)
 
 
@@ -208,22 +213,42 @@ _CONVERTERS: dict[str, Converter] = {
 }
 
 
+_SHOWN = 80  # characters of a bad value shown in an error
+
+
 class RecordMapper:
     """Turns source rows (tuples in ``column_names`` order) into records for the dataset."""
 
     def __init__(
-        self, schema: Schema, column_names: Sequence[str], utc_columns: Collection[str] = ()
+        self,
+        schema: Schema,
+        column_names: Sequence[str],
+        utc_columns: Collection[str] = (),
+        *,
+        key: Sequence[str] = (),
+        withheld: Collection[str] = (),
+        job: str = "JOB",
     ) -> None:
-        """``utc_columns``: columns whose naive timestamps are UTC and are sent as such."""
+        """``utc_columns``: columns whose naive timestamps are UTC and are sent as such;
+        ``key``: the columns that name a row in errors (the key, else the watermark);
+        ``withheld``: fields always sent as null, their values never read; ``job``: the job's
+        name, for the remedy an error suggests."""
         position = {name: i for i, name in enumerate(column_names)}
-        missing = [f.source for f in schema.fields if f.source not in position]
+        missing = [
+            f.source for f in schema.fields if f.source not in position and f.name not in withheld
+        ]
         if missing:
             raise SchemaError(
                 f"source column(s) {', '.join(missing)} no longer exist but the dataset's "
                 "schema needs them; restore them or `akkiosync reset` the job"
             )
+        self._fields = schema.fields
+        self._key = [(name, position[name]) for name in key if name in position]
+        self._job = job
         self._plan = [
-            (
+            (f.name, 0, _null)
+            if f.name in withheld
+            else (
                 f.name,
                 position[f.source],
                 _to_utc_date
@@ -234,13 +259,57 @@ class RecordMapper:
         ]
 
     def record(self, row: Sequence[Any]) -> dict[str, Any]:
-        """One row as a record with exactly the schema's keys."""
-        return {
-            name: None if (value := row[index]) is None else convert(value)
-            for name, index, convert in self._plan
-        }
+        """One row as a record with exactly the schema's keys; ``BadValueError`` when a value
+        does not fit its field."""
+        try:
+            return {
+                name: None if (value := row[index]) is None else convert(value)
+                for name, index, convert in self._plan
+            }
+        except (ValueError, TypeError, ArithmeticError):
+            raise self._bad_value(row) from None
 
     def records(self, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
         """Many rows at once."""
         record = self.record
         return [record(row) for row in rows]
+
+    def _bad_value(self, row: Sequence[Any]) -> BadValueError:
+        """The error naming the first value of ``row`` that does not fit (found again one field
+        at a time, off the fast path)."""
+        bad = [
+            (field, row[index])
+            for field, (_, index, convert) in zip(self._fields, self._plan, strict=True)
+            if not _fits(convert, row[index])
+        ]
+        if not bad:  # cannot happen: converters are pure; keep the error anyway
+            return BadValueError("a source value does not fit its dataset field")
+        field, value = bad[0]
+        where = ", ".join(f"{name}={_shown(row[i])}" for name, i in self._key) or "unknown"
+        return BadValueError(
+            f"column {field.source} holds {_shown(value, as_repr=True)} in the row {where}, "
+            f"which does not fit field {field.name} ({field.type}) without being altered; "
+            f"fix the value in the source, or change columns.types for {field.source} and "
+            f"`akkiosync reset {self._job}` (a new dataset, every row sent again)"
+        )
+
+
+def _fits(convert: Converter, value: Any) -> bool:
+    """Whether ``convert`` takes ``value`` (null fits every field)."""
+    if value is None:
+        return True
+    try:
+        convert(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+    return True
+
+
+def _null(value: Any) -> None:
+    """A withheld field: null, whatever the row holds."""
+
+
+def _shown(value: Any, *, as_repr: bool = False) -> str:
+    """A value for an error message, cut to ``_SHOWN`` characters."""
+    text = repr(value) if as_repr or isinstance(value, str) else str(value)
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."

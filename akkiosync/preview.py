@@ -8,7 +8,7 @@ from typing import Any
 
 from akkiosync.config import Job
 from akkiosync.cursor import Cursor, decode_cursor
-from akkiosync.dataset import planned_schema
+from akkiosync.dataset import planned_schema, schema_drift
 from akkiosync.mapping import RecordMapper, Schema, new_columns
 from akkiosync.source import make_source
 from akkiosync.state import Store
@@ -36,7 +36,14 @@ def preview(job: Job, store: Store, limit: int = 5) -> Preview:
             if state.schema_json
             else planned_schema(job, columns)
         )
-        mapper = RecordMapper(schema, [c.name for c in columns])
+        drift = schema_drift(job.columns, schema, job=job.name)  # empty unless pinned
+        mapper = RecordMapper(
+            schema,
+            [c.name for c in columns],
+            key=job.source.key or (job.source.watermark,),
+            withheld=drift.withheld,
+            job=job.name,
+        )
         with closing(source.batches(cursor, max(limit, 1))) as batches:
             batch = next(batches, None)
     spec = job.columns

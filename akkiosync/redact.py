@@ -16,8 +16,9 @@ MASK = "***"
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
-# scheme://user:password@host  ->  scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]+)@")
+# scheme://user:password@host  ->  scheme://user:***@host. The userinfo runs to the token's LAST
+# "@": a password may hold raw "@", "/" or ":" (SQLAlchemy itself would cut it at the first "@").
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S*)")
 # api_key=...  /  "api_key": "..."  in query strings, form bodies and JSON
 _API_KEY_PARAM = re.compile(
     r"(?P<head>api[_-]?key[\"']?\s*[=:]\s*[\"']?)(?P<val>[^&\s\"',}]+)", re.I
@@ -37,8 +38,23 @@ def redact(text: str) -> str:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         text = text.replace(secret, MASK)
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+    text = _URL.sub(_mask_userinfo, text)
     return _API_KEY_PARAM.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    """``user:secret@host`` keeps ``user``; a userinfo whose user part holds ``@`` or ``/``
+    (a raw ``@``, or a second URL glued on) is masked whole, as where a name ends cannot be
+    told. Over-masking an ``@`` in a query is the safe side."""
+    userinfo, at, after = match["rest"].rpartition("@")
+    if not at:
+        return match[0]
+    user, colon, _ = userinfo.partition(":")
+    if colon and not any(c in user for c in "@/"):
+        return f"{match['scheme']}{user}:{MASK}@{after}"
+    if colon or "@" in userinfo:
+        return f"{match['scheme']}{MASK}@{after}"
+    return match[0]
 
 
 class RedactingFilter(logging.Filter):

@@ -20,13 +20,14 @@ from typing import Literal
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
 from akkiosync.cursor import decode_cursor, encode_cursor, lag
-from akkiosync.dataset import pinned_dataset
+from akkiosync.dataset import pinned_dataset, schema_drift
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
+from akkiosync.identity import CursorColumns, check_cursor_columns
 from akkiosync.lock import JobLock
 from akkiosync.logcontext import job_context
 from akkiosync.lookback import Ledger, later
-from akkiosync.mapping import RecordMapper, new_columns
+from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
 from akkiosync.redact import redact
 from akkiosync.source import Bounds, Source, coerce, make_source
@@ -109,13 +110,14 @@ class Runner:
         self._on_retry = on_retry or (lambda: None)
         self._measure_lag = measure_lag
 
-    def run(self, job: Job) -> RunResult:
-        """Run ``job`` once to the end of its source; failures are recorded, not raised."""
+    def run(self, job: Job, *, new_dataset: bool = False) -> RunResult:
+        """Run ``job`` once to the end of its source; failures are recorded, not raised.
+        ``new_dataset``: if it creates its dataset, the name may already be in use."""
         with job_context(job.name):
             if self._stop.is_set():
                 return RunResult(job.name, None, "skipped", error="shutting down")
             if self._locks is None:
-                return self._run(job)
+                return self._run(job, new_dataset=new_dataset)
             lock = JobLock(self._locks, job.name)
             if not lock.acquire(self._lock_wait, sleep=self._sleep):
                 message = f"already running in another process (pid {lock.holder()})"
@@ -124,9 +126,11 @@ class Runner:
             with lock:
                 # Holding the lock, any run still marked running was cut short (kill -9).
                 self._store.end_interrupted_runs(job.name, self._clock())
-                return self._run(job)
+                return self._run(job, new_dataset=new_dataset)
 
-    def _run(self, job: Job) -> RunResult:
+    def _run(self, job: Job, *, new_dataset: bool) -> RunResult:
+        if new_dataset:
+            self._store.allow_new_dataset(job.name, self._clock())
         state = self._store.job_state(job.name)
         run_id = self._store.start_run(job.name, state.cursor_json, self._clock())
         with job_context(job.name, run_id):
@@ -183,12 +187,17 @@ class Runner:
     def _sync(self, job: Job, run_id: int, progress: _Progress) -> None:
         with make_source(job.source) as source:
             columns = source.columns()
+            self._check_cursor_columns(job, columns)
             dataset_id, schema, rows = pinned_dataset(
                 job, columns, self._store, self._client, self._clock
             )
             progress.dataset_id = dataset_id
             spec = job.columns
+            drift = schema_drift(spec, schema, job=job.name)  # columns: edited after pinning
+            for warning in drift.warnings:
+                logger.warning("job %s: %s", job.name, warning)
             added = new_columns(schema, columns, include=spec.include, exclude=spec.exclude)
+            added = [c for c in added if c not in (spec.include or ())]  # drift warned of those
             if added:
                 logger.warning(
                     "job %s: source column(s) %s are not in the dataset's schema and are not sent",
@@ -209,7 +218,14 @@ class Runner:
             progress.cursor_json = self._store.job_state(job.name).cursor_json
             progress.rows_skipped = self._null_cursor_rows(job, source)
             utc = {c.name for c in columns if c.utc}
-            mapper = RecordMapper(schema, [c.name for c in columns], utc)
+            mapper = RecordMapper(
+                schema,
+                [c.name for c in columns],
+                utc,
+                key=job.source.key or (job.source.watermark,),
+                withheld=drift.withheld,
+                job=job.name,
+            )
             initial = job.source.initial_watermark
             since = None if initial is None else coerce(initial, source.watermark())
             for attempt in range(1, SOURCE_ATTEMPTS + 1):
@@ -228,8 +244,17 @@ class Runner:
                     self._sleep(wait)
                 else:
                     break
+            if progress.batches or delivery.recovered is not None:
+                delivery.verify()  # the dataset holds exactly what the job delivered, or loud
             if self._measure_lag:
                 progress.lag = self._lag(source, progress.cursor_json)
+
+    def _check_cursor_columns(self, job: Job, columns: Sequence[SourceColumn]) -> None:
+        """Fail before reading when the job's watermark or key no longer fit its cursor."""
+        state = self._store.job_state(job.name)
+        now = CursorColumns.of(job.source.watermark, job.source.key, columns)
+        if check_cursor_columns(job.name, state.cursor_columns_json, state.cursor_json, now):
+            self._store.set_cursor_columns(job.name, now.to_json(), self._clock())
 
     @staticmethod
     def _lag(source: Source, cursor_json: str | None) -> float | None:

@@ -488,6 +488,8 @@ FAILURES: dict[str, Callable[[], Handler]] = {
     "401": lambda: answering(401, {"status": "unauthorized"}),
     "404": lambda: answering(404, {"status": "error", "message": "Dataset not found"}),
     "200-error": lambda: answering(200, {"status": "error", "message": "quota exceeded"}),
+    "408": lambda: answering(408, {"status": "error", "message": "request timeout"}),
+    "413": lambda: answering(413, content=b"<html>Request Entity Too Large</html>"),
     "500": lambda: answering(500, {"status": "error", "message": "boom"}),
     "502-html": lambda: answering(502, content=b"<html>Bad Gateway</html>"),
     "503-retry-after": lambda: answering(503, content=b"busy", headers={"Retry-After": "1"}),
@@ -513,7 +515,10 @@ MAY_HAVE_LANDED = (
     "ReadError",
     "RemoteProtocolError",
 )
-REFUSED = ("400", "401", "404", "200-error")
+# Refusals that prove nothing was stored, and refusals a proxy may relay after forwarding.
+REFUSED_NOTHING = ("401", "404")
+REFUSED_MAYBE = ("400", "408", "413", "200-error")
+REFUSED = REFUSED_NOTHING + REFUSED_MAYBE
 
 # The calls that change data, with the answer each gets on success.
 CHANGING_CALLS: dict[str, tuple[Callable[[AkkioClient], object], object]] = {
@@ -549,16 +554,29 @@ class TestMaybeLanded:
             CHANGING_CALLS[call][0](client)
         assert caught.value.maybe_landed is True
 
-    @pytest.mark.parametrize("failure", NOTHING_DONE + REFUSED)
+    @pytest.mark.parametrize("failure", NOTHING_DONE + REFUSED_NOTHING)
     @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
     def test_changing_call_did_nothing(
         self, make_client: Callable[..., AkkioClient], call: str, failure: str
     ) -> None:
-        """A POST/DELETE refused (429, other 4xx, error body) or never sent has not landed."""
+        """A POST/DELETE rate limited, refused for its key or dataset, or never sent has not
+        landed."""
         client = make_client(FAILURES[failure](), retry=RetryPolicy(attempts=1))
         with pytest.raises(AkkioError) as caught:
             CHANGING_CALLS[call][0](client)
         assert caught.value.maybe_landed is False
+
+    @pytest.mark.parametrize("failure", REFUSED_MAYBE)
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_refusal_may_have_landed(
+        self, make_client: Callable[..., AkkioClient], call: str, failure: str
+    ) -> None:
+        """Another 4xx or an error body on a POST/DELETE may come from a proxy after it
+        forwarded the request: it is fatal, yet may have landed."""
+        client = make_client(FAILURES[failure](), retry=RetryPolicy(attempts=1))
+        with pytest.raises(AkkioFatalError) as caught:
+            CHANGING_CALLS[call][0](client)
+        assert caught.value.maybe_landed is True
 
     @pytest.mark.parametrize("failure", sorted(FAILURES))
     @pytest.mark.parametrize("call", sorted(READING_CALLS))
@@ -721,12 +739,13 @@ class TestChangingRetries:
     def test_refusals_are_not_retried(
         self, make_client: Callable[..., AkkioClient], slept: list[float], call: str, failure: str
     ) -> None:
-        """A 4xx or an error body is raised at once and has not landed."""
+        """A 4xx or an error body is raised at once, for the caller to reconcile if it may
+        have landed."""
         send, success = CHANGING_CALLS[call]
         script = Script(FAILURES[failure](), answering(200, success))
         with pytest.raises(AkkioFatalError) as caught:
             send(make_client(script))
-        assert caught.value.maybe_landed is False
+        assert caught.value.maybe_landed is (failure in REFUSED_MAYBE)
         assert len(script.requests) == 1
         assert slept == []
 

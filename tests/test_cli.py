@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 
 from akkiosync.cli import cli
 from akkiosync.emulator import Emulator, EmulatorServer, serve
+from akkiosync.lock import JobLock, locks_dir
 from tests.conftest import API_KEY
 
 ROWS = 30
@@ -132,6 +133,7 @@ def env(
         # Akkio's 5 requests/second would make every test wait; the emulator has no such limit.
         "AKKIO_RATE_LIMIT": "1000",
         "AKKIOSYNC_RECONCILE_WAIT": "0",
+        "AKKIOSYNC_LANDING_GRACE": "1",  # the emulator stores at once or never
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -243,6 +245,33 @@ class TestValidate:
         assert result.exit_code == 0, result.output
         assert "warning: orders has no source.key" in result.stdout
         assert "1 job(s) valid" in result.stdout
+
+    def test_reports_columns_edited_after_pinning(self, run: Invoke, config_dir: Path) -> None:
+        """Once the dataset is pinned, columns options that no longer match it are warned
+        about (exit 0): an excluded field sent as null, a rename that cannot apply."""
+        assert run("sync").exit_code == 0
+        job = config_dir / "jobs" / "orders.yaml"
+        job.write_text(ORDERS_JOB + "columns:\n  exclude: [status]\n  rename: {amount: usd}\n")
+        result = run("validate")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert (
+            "  warning: column status is excluded by the job file but field status is in the "
+            "dataset's schema: sent as null; `akkiosync reset orders` to drop the field"
+        ) in lines
+        assert any(
+            line.startswith("  warning: column amount becomes field usd in the job file")
+            and "akkiosync reset orders" in line
+            for line in lines
+        ), lines
+        assert "1 job(s) valid" in result.stdout
+
+    def test_no_store_is_created(self, run: Invoke, env: dict[str, str]) -> None:
+        """Before any sync there is nothing pinned to compare, and no store file appears."""
+        result = run("validate")
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.stdout
+        assert not Path(env["AKKIOSYNC_STATE"]).exists()
 
     def test_connect_prints_fields(self, run: Invoke) -> None:
         """``--connect`` opens the source and prints the fields the dataset would get."""
@@ -426,6 +455,27 @@ class TestSync:
             result = run(*args)
             assert result.exit_code == 0, result.output
             assert API_KEY not in result.output, args
+
+    def test_raw_at_password_never_printed(
+        self, run: Invoke, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A source URL whose password holds a raw ``@`` is refused (exit 2) with a hint to
+        percent-encode, and no command prints any part of the password."""
+        monkeypatch.setenv("ORDERS_DB_URL", "postgresql://u:Pa@ssW0rd-zq@127.0.0.1:1/shop")
+        commands = [
+            (("validate",), 2),
+            (("--log-level", "DEBUG", "sync"), 2),
+            (("status",), 0),
+            (("status", "--json"), 0),
+            (("logs",), 0),
+        ]
+        for args, exit_code in commands:
+            result = run(*args)
+            assert result.exit_code == exit_code, (args, result.output)
+            for part in ("Pa@ss", "ssW0rd", "W0rd-zq", "ssW0rd-zq@127.0.0.1"):
+                assert part not in result.output, (args, result.output)
+        refused = run("validate")
+        assert_config_error(refused, "source.url: ", "percent-encoded", "%40")
 
 
 # -- preview -----------------------------------------------------------------------------------
@@ -660,6 +710,183 @@ class TestReset:
         assert emulator.request_count() == 0
 
 
+@pytest.fixture
+def orders_lock(env: dict[str, str]) -> Iterator[JobLock]:
+    """The ``orders`` job's lock, held by this test process as a running sync holds it."""
+    lock = JobLock(locks_dir(Path(env["AKKIOSYNC_STATE"])), "orders")
+    assert lock.acquire()
+    with lock:
+        yield lock
+
+
+class TestResetHoldsTheLock:
+    """``reset`` changes a job's state only while holding its lock, as a run does."""
+
+    BUSY = (
+        f"error: job orders is running in another process (pid {os.getpid()}): nothing was "
+        "reset; wait for it to finish or use --wait SECONDS"
+    )
+
+    def test_refuses_while_held(self, run: Invoke, emulator: Emulator, env: dict[str, str]) -> None:
+        """While another holds the lock, reset exits 1 naming the holder and changes nothing."""
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        with JobLock(locks_dir(Path(env["AKKIOSYNC_STATE"])), "orders") as held:
+            assert held.acquire()
+            result = run("reset", "orders", "--yes", "--delete-dataset")
+        assert result.exit_code == 1, result.output
+        assert self.BUSY in result.stderr.splitlines()
+        assert result.stdout == ""
+        assert emulator.dataset_ids() == [dataset_id]
+        (row,) = json_lines(run("status", "--json", "--no-lag").stdout)
+        assert (row["dataset_id"], row["rows_sent"]) == (dataset_id, ROWS)
+
+    def test_before_the_first_run(self, run: Invoke, orders_lock: JobLock) -> None:
+        """A job whose first run holds the lock is refused, not found 'nothing to reset'."""
+        result = run("reset", "orders", "--yes")
+        assert result.exit_code == 1, result.output
+        assert self.BUSY in result.stderr.splitlines()
+
+    def test_waits_then_refuses(self, run: Invoke, orders_lock: JobLock) -> None:
+        """With ``--wait`` it says whom it waits for, then refuses once the time is up."""
+        started = time.monotonic()
+        result = run("reset", "orders", "--yes", "--wait", "0.3")
+        assert time.monotonic() - started >= 0.3
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.splitlines()
+        assert f"waiting for job orders, running in process {os.getpid()}..." in lines
+        assert self.BUSY in lines
+
+    def test_through_a_symlinked_store(
+        self, run: Invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, orders_lock: JobLock
+    ) -> None:
+        """A lock held through the real path also stops a reset given a symlink to the store."""
+        run("sync")
+        link = tmp_path / "link.db"
+        link.symlink_to(os.environ["AKKIOSYNC_STATE"])
+        monkeypatch.setenv("AKKIOSYNC_STATE", str(link))
+        result = run("reset", "orders", "--yes")
+        assert result.exit_code == 1, result.output
+        assert self.BUSY in result.stderr.splitlines()
+
+    def test_resets_once_free(self, run: Invoke, emulator: Emulator, env: dict[str, str]) -> None:
+        """With the lock released (its file left behind), reset proceeds and the next sync
+        starts over."""
+        run("sync")
+        with JobLock(locks_dir(Path(env["AKKIOSYNC_STATE"])), "orders") as held:
+            assert held.acquire()
+        result = run("reset", "orders", "--yes", "--wait", "5")
+        assert result.exit_code == 0, result.output
+        assert "waiting" not in result.stderr
+        assert run("sync").exit_code == 0
+        _, new = emulator.dataset_ids()
+        assert ids_in(emulator, new) == list(range(1, ROWS + 1))
+
+
+class TestKeepDataset:
+    """``reset --keep-dataset`` restarts the cursor into the same dataset."""
+
+    def test_changed_watermark_rebaselined(
+        self, run: Invoke, emulator: Emulator, config_dir: Path, db_url: str
+    ) -> None:
+        """A watermark edited after the first run fails the sync (exit 1, both columns named);
+        after ``reset --keep-dataset`` the job goes on in the same dataset from its
+        initial_watermark, sending only what is new."""
+        assert run("sync").exit_code == 0
+        dataset_id = only_dataset(emulator)
+        job = config_dir / "jobs" / "orders.yaml"
+        job.write_text(ORDERS_JOB.replace("watermark: created_at", "watermark: id"))
+        failed = run("sync")
+        assert failed.exit_code == 1
+        assert "watermark created_at (datetime), key id (int)" in failed.stderr
+        assert "watermark id (int), key id (int)" in failed.stderr
+        result = run("reset", "orders", "--keep-dataset", "--yes")
+        assert result.exit_code == 0, result.output
+        assert f"into the same dataset {dataset_id}" in result.stdout
+        start = f"watermark: id\n  initial_watermark: {ROWS + 1}"
+        job.write_text(ORDERS_JOB.replace("watermark: created_at", start))
+        insert_orders(db_url, range(ROWS + 1, ROWS + 4))
+        synced = run("sync")
+        assert synced.exit_code == 0, synced.output
+        assert "orders: ok, 3 rows" in synced.stdout
+        assert emulator.dataset_ids() == [dataset_id]
+        assert ids_in(emulator, dataset_id) == list(range(1, ROWS + 4))
+
+    def test_excludes_delete_dataset(self, run: Invoke) -> None:
+        """The two options contradict each other: a usage error."""
+        result = run("reset", "orders", "--keep-dataset", "--delete-dataset", "--yes")
+        assert result.exit_code == 2
+        assert "exclude each other" in result.output
+
+
+class TestAccept:
+    """``accept`` takes the dataset's count as right after a count check stopped the job."""
+
+    def test_foreign_rows_then_accept(self, run: Invoke, emulator: Emulator, db_url: str) -> None:
+        """Rows written by someone else stop the next sync (exit 1, both counts named);
+        ``accept`` takes the count as right and the job goes on, sending only what is new."""
+        assert run("sync").exit_code == 0
+        dataset_id = only_dataset(emulator)
+        other = {"id": -1, "amount": 0, "status": "x", "created_at": "2026-01-01T00:00:00"}
+        with httpx.Client(transport=emulator.transport()) as http:
+            http.post(
+                "http://emulator/v1/datasets",
+                json={"api_key": API_KEY, "id": dataset_id, "rows": [other]},
+            ).raise_for_status()
+        insert_orders(db_url, range(ROWS + 1, ROWS + 3))
+        stopped = run("sync")
+        assert stopped.exit_code == 1
+        assert f"has {ROWS + 1} rows before this run's first batch" in stopped.stderr
+        assert f"delivered {ROWS}" in stopped.stderr
+        assert "akkiosync accept orders" in stopped.stderr
+        result = run("accept", "orders", "--yes")
+        assert result.exit_code == 0, result.output
+        assert f"has {ROWS + 1} rows; the job expected {ROWS}" in result.stdout
+        synced = run("sync")
+        assert synced.exit_code == 0, synced.output
+        assert ids_in(emulator, dataset_id) == [-1, *range(1, ROWS + 3)]
+
+    def test_nothing_to_accept(self, run: Invoke) -> None:
+        """A dataset whose count is as expected is left alone."""
+        run("sync")
+        result = run("accept", "orders", "--yes")
+        assert result.exit_code == 0, result.output
+        assert f"has {ROWS} rows, as expected" in result.stdout
+
+    def test_refuses_while_held(self, run: Invoke, orders_lock: JobLock) -> None:
+        """Like reset, it refuses while a run holds the job's lock."""
+        result = run("accept", "orders", "--yes")
+        assert result.exit_code == 1
+        assert f"(pid {os.getpid()}): nothing was accepted" in result.stderr
+
+
+class TestLostState:
+    """A lost state file never leads to a second dataset of the same name by surprise."""
+
+    def test_second_dataset_needs_leave(
+        self, run: Invoke, emulator: Emulator, env: dict[str, str]
+    ) -> None:
+        """After the state file is lost the sync stops (exit 1) naming the dataset and both
+        ways out; ``sync orders --new-dataset`` then creates one deliberately."""
+        assert run("sync").exit_code == 0
+        old = only_dataset(emulator)
+        state = Path(env["AKKIOSYNC_STATE"])
+        for path in state.parent.glob(state.name + "*"):
+            if path.is_file():
+                path.unlink()
+        stopped = run("sync")
+        assert stopped.exit_code == 1
+        assert f"dataset_id: {old}" in stopped.stderr
+        assert "akkiosync sync orders --new-dataset" in stopped.stderr
+        assert emulator.dataset_ids() == [old]
+        assert run("sync", "--new-dataset").exit_code == 2  # names the jobs it is for
+        created = run("sync", "orders", "--new-dataset")
+        assert created.exit_code == 0, created.output
+        _, new = emulator.dataset_ids()
+        assert ids_in(emulator, new) == list(range(1, ROWS + 1))
+        assert ids_in(emulator, old) == list(range(1, ROWS + 1))
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 
@@ -749,6 +976,7 @@ class TestSubprocess:
             "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
             "ORDERS_DB_URL": db_url,
             "AKKIOSYNC_RECONCILE_WAIT": "0",
+            "AKKIOSYNC_LANDING_GRACE": "1",  # the emulator stores at once or never
         }
         command = [sys.executable, "-m", "akkiosync"]
         with log.open("wb") as log_file:

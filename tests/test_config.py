@@ -695,6 +695,61 @@ class TestSecrets:
 
         assert redact("connect failed, password Reg-pw-7g8h") == f"connect failed, password {MASK}"
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://u:Pa@ssW0rd-zq@db.internal/shop",
+            "postgresql://u:Pa@ss/W0rd-zq@db.internal/shop",
+            "mysql+pymysql://me@corp:Pa@ssW0rd-zq@db.internal:3306/shop",
+            "postgresql://u:Pa@ss:W0rd-zq@db.internal:5432/shop",
+        ],
+        ids=["raw-at", "raw-at-and-slash", "raw-at-in-user-too", "raw-at-then-colon"],
+    )
+    def test_raw_at_refused_without_echo(
+        self, config_dir: Path, write_job: WriteJob, url: str
+    ) -> None:
+        """More than one raw ``@`` in the URL is refused, naming the key, asking for %40, and
+        echoing no part of the password."""
+        path = write_job("orders.yaml", VALID.replace("sqlite:///source.db", f"'{url}'"))
+
+        message = load_error(config_dir, {})
+
+        assert message.startswith(f"{path}: source.url: ")
+        assert "\n" not in message
+        assert "percent-encoded" in message
+        assert "%40" in message
+        assert "%3A" in message
+        assert "%2F" in message
+        for part in ("Pa@ss", "ssW0rd", "W0rd-zq", "db.internal"):
+            assert part not in message
+
+    def test_raw_at_password_registered(self, config_dir: Path, write_job: WriteJob) -> None:
+        """A refused URL's raw password is still registered, so it is masked anywhere."""
+        url = "postgresql://u:Pa@ssW0rd-reg1@db.internal/shop"
+        write_job("orders.yaml", VALID.replace("sqlite:///source.db", f"'{url}'"))
+
+        load_error(config_dir, {})
+
+        assert redact("pw Pa@ssW0rd-reg1 seen") == f"pw {MASK} seen"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://u:p%40ss%3Aw%2Frd@db.internal/shop",
+            "postgresql://u:pa/ss:wd@db.internal/shop",
+            "mysql+pymysql://root@127.0.0.1:3306/test",
+            "sqlite:////tmp/a@b/c@d.db",
+        ],
+        ids=["percent-encoded", "slash-and-colon", "user-only", "sqlite-path"],
+    )
+    def test_one_at_or_encoded_accepted(
+        self, config_dir: Path, write_job: WriteJob, url: str
+    ) -> None:
+        """Encoded passwords, passwords SQLAlchemy parses whole, and SQLite paths are fine."""
+        write_job("orders.yaml", VALID.replace("sqlite:///source.db", f"'{url}'"))
+
+        assert only_job(config_dir).source.url == url
+
     def test_password_from_env_absent(self, config_dir: Path, write_job: WriteJob) -> None:
         """A URL from the environment with a bad sibling key: the password is not echoed."""
         write_job(
@@ -805,6 +860,21 @@ class TestSettings:
         assert settings.akkio_base_url == "https://api.akkio.com/v1"
         assert settings.akkiosync_config == Path("config")
         assert settings.akkiosync_state == Path("state/akkiosync.db")
+
+    @pytest.mark.parametrize(
+        ("timeout", "grace", "expected"),
+        [(None, None, 120.0), ("1", None, 120.0), ("90", None, 180.0), ("1", "5", 5.0)],
+    )
+    def test_landing_grace(
+        self, monkeypatch: pytest.MonkeyPatch, timeout: str | None, grace: str | None,
+        expected: float,
+    ) -> None:  # fmt: skip
+        """The landing grace is twice AKKIO_TIMEOUT and never under two minutes by default (a
+        server's own work does not end with the client's patience); an explicit one wins."""
+        for name, value in (("AKKIO_TIMEOUT", timeout), ("AKKIOSYNC_LANDING_GRACE", grace)):
+            if value is not None:
+                monkeypatch.setenv(name, value)
+        assert load_settings().landing_grace == expected
 
     def test_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Every setting is read from its environment variable."""

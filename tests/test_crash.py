@@ -80,7 +80,13 @@ class Deployment:
     """A config directory, a store and the environment of one akkiosync installation."""
 
     def __init__(
-        self, root: Path, server: EmulatorServer, url: str, table: str, extra: str = ""
+        self,
+        root: Path,
+        server: EmulatorServer,
+        url: str,
+        table: str,
+        extra: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         (root / "config" / "jobs").mkdir(parents=True)
@@ -105,6 +111,10 @@ class Deployment:
             "AKKIO_MAX_ATTEMPTS": "12",
             "AKKIO_TIMEOUT": "5",
             "AKKIOSYNC_RECONCILE_WAIT": "0.02",
+            # The emulator stores a request it received within milliseconds, even when its
+            # client was killed: a short grace keeps recovery after each kill quick.
+            "AKKIOSYNC_LANDING_GRACE": "1",
+            **(env or {}),
         }
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
@@ -155,6 +165,7 @@ def _finish_and_count(deployment: Deployment, emulator: Emulator) -> dict[str, A
     process = deployment.start()
     _, err = process.communicate(timeout=600)
     assert process.returncode == 0, err.decode()
+    assert emulator.settle(30), "a late store was still pending"
     landed = collections.Counter(row["id"] for row in emulator.rows(deployment.dataset_id()))
     expected = set(range(1, ROWS + 1))
     return {
@@ -202,30 +213,63 @@ class TestKill9:
         assert figures == {**figures, "datasets": 1, "rows": ROWS, "missing": 0, "duplicates": 0}
 
     def test_kills_with_faults(self, postgres_url: str, big_table: str, tmp_path: Path) -> None:
-        """The same with every emulator fault on, lost answers after storing included."""
+        """The same with every emulator fault on: lost answers after storing, requests that
+        land after the client gave up (``slow`` past the timeout, a gateway's 504 while the
+        backend stores later) and error answers for rows that were stored."""
         plan = FaultPlan(
             rates={
-                "429": 0.04,
+                "429": 0.03,
                 "500": 0.03,
                 "503": 0.03,
                 "slow": 0.03,
-                "drop_before": 0.04,
-                "drop_after": 0.06,
+                "drop_before": 0.03,
+                "drop_after": 0.05,
+                "late": 0.04,
+                "error_after": 0.03,
+                "408_after": 0.03,
             },
             seed=5,
             retry_after=0.0,
-            delay=0.05,
+            delay=0.8,  # slow and late: the rows land 0.8 s after the request...
         )
         emulator = Emulator(api_key=API_KEY, faults=plan)
+        # ...when the client has given up after 0.4 s; the grace outlasts the landing.
+        timing = {"AKKIO_TIMEOUT": "0.4", "AKKIOSYNC_LANDING_GRACE": "2.5"}
         with serve(emulator) as server:
-            deployment = Deployment(tmp_path, server, postgres_url, big_table)
+            deployment = Deployment(tmp_path, server, postgres_url, big_table, env=timing)
             kills = _kill_at_random_points(deployment, emulator, random.Random(13), KILLS)
             figures = {"kills": kills, **_finish_and_count(deployment, emulator)}
             fired = {k: v for k, v in emulator.fault_counts().items() if v}
         _report("kill -9 with faults", {**figures, "faults": fired})
         assert kills >= 10
         assert sum(fired.values()) >= 20
-        assert fired.get("drop_after", 0) > 0
+        for kind in ("drop_after", "late", "slow", "error_after", "408_after"):
+            assert fired.get(kind, 0) > 0, kind
+        assert figures == {**figures, "datasets": 1, "rows": ROWS, "missing": 0, "duplicates": 0}
+
+
+@pytest.mark.postgres
+class TestLateLanding:
+    """A request answered late, or by a gateway that gave up, is never sent twice."""
+
+    @pytest.mark.parametrize("kind", ["slow", "late"])
+    def test_lands_after_the_client_gave_up(
+        self, postgres_url: str, big_table: str, tmp_path: Path, kind: str
+    ) -> None:
+        """AKKIO_TIMEOUT=1 and a server that stores a batch 4 s after it was sent, with the
+        default landing grace: the count is watched until the batch shows, nothing is resent,
+        and the run ends with the dataset exact."""
+        plan = FaultPlan(script=["ok", kind], only="add", delay=4.0)
+        emulator = Emulator(api_key=API_KEY, faults=plan)
+        with serve(emulator) as server:
+            deployment = Deployment(
+                tmp_path, server, postgres_url, big_table, env={"AKKIO_TIMEOUT": "1"}
+            )
+            del deployment.env["AKKIOSYNC_LANDING_GRACE"]  # the default: two minutes
+            figures = _finish_and_count(deployment, emulator)
+            fired = emulator.fault_counts()[kind]
+        _report(f"late landing ({kind})", {**figures, "fired": fired})
+        assert fired == 1
         assert figures == {**figures, "datasets": 1, "rows": ROWS, "missing": 0, "duplicates": 0}
 
 

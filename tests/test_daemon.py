@@ -280,9 +280,10 @@ class TestDaemonProcess:
         engine, t = table
         insert(engine, t, range(21, 20_001))
         daemon.write_job("orders", table=t.name, batch_size=100)
-        # Two requests a second: the first signal then waits about a second for the batch in
-        # flight, time enough for the second signal to arrive while it waits.
-        daemon.env["AKKIO_RATE_LIMIT"] = "2"
+        # One request every two seconds: the first signal then waits seconds for the batch in
+        # flight, time enough for the second signal to arrive while it waits (once the daemon
+        # has stopped, Python's finalisation would let a signal kill it instead).
+        daemon.env["AKKIO_RATE_LIMIT"] = "0.5"
         daemon.start()
         until("the sync to be under way", lambda: len(daemon.ids("Orders")) >= 200)
         assert daemon.process is not None

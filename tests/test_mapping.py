@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from akkiosync.errors import ConfigError, SchemaError
+from akkiosync.errors import AkkioSyncError, BadValueError, ConfigError, SchemaError
 from akkiosync.mapping import (
     FIELD_TYPES,
     DatasetField,
@@ -567,6 +567,127 @@ class TestStrings:
         assert map_one("gold", "category") == "gold"
 
 
+class TestValuesThatDoNotFit:
+    """A value its field cannot hold unchanged fails loudly; it is never altered quietly."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [7.9, 3.7, -0.5, Decimal("7.9"), Decimal("7.90"), Decimal("-0.000001"), "7.5", "1E-3"],
+        ids=["7.9", "3.7", "-0.5", "decimal-7.9", "decimal-7.90", "decimal-tiny", "text-7.5",
+             "text-1e-3"],
+    )  # fmt: skip
+    def test_fraction_refused_by_integer(self, map_one: MapOne, value: Any) -> None:
+        """A number with a fractional part is not truncated into an integer field."""
+        with pytest.raises(BadValueError):
+            map_one(value, "integer")
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (7.0, 7),
+            (Decimal("8.00"), 8),
+            (Decimal("-0"), 0),
+            ("42", 42),
+            (" -3 ", -3),
+            ("8.000", 8),
+            ("123456789012345678901234567890", 123456789012345678901234567890),
+        ],
+        ids=["float", "decimal", "negative-zero", "text", "text-spaces", "text-zeros", "text-big"],
+    )
+    def test_whole_numbers_become_exact_integers(
+        self, map_one: MapOne, value: Any, expected: int
+    ) -> None:
+        """Whole numbers, numeric text included, become the exact int."""
+        out = map_one(value, "integer")
+        assert type(out) is int
+        assert out == expected
+
+    @pytest.mark.parametrize("field_type", ["integer", "float"])
+    @pytest.mark.parametrize(
+        "value", ["abc", "", "12abc", "1,5"], ids=["abc", "empty", "12abc", "comma"]
+    )
+    def test_non_numeric_text_refused(
+        self, map_one: MapOne, value: str, field_type: FieldType
+    ) -> None:
+        """Text that is not a number fails in a number field (SQLite lets an INTEGER hold it)."""
+        with pytest.raises(BadValueError):
+            map_one(value, field_type)
+
+    def test_numeric_text_as_float(self, map_one: MapOne) -> None:
+        """Numeric text in a float field is its number."""
+        assert map_one("7.9", "float") == 7.9
+
+    @pytest.mark.parametrize("field_type", ["integer", "float"])
+    def test_other_types_refused(self, map_one: MapOne, field_type: FieldType) -> None:
+        """A value of a type a number field cannot take (a date) is a BadValueError too."""
+        with pytest.raises(BadValueError):
+            map_one(dt.date(2026, 1, 1), field_type)
+
+    def test_error_names_column_field_value_key_and_remedy(self) -> None:
+        """The message names the source column, the field and its type, the value, the row's
+        key and what to do."""
+        schema = Schema(
+            (DatasetField("id", "id", "integer"), DatasetField("qty", "quantity", "integer"))
+        )
+        mapper = RecordMapper(schema, ["id", "quantity", "updated_at"], key=("id",), job="orders")
+        with pytest.raises(BadValueError) as raised:
+            mapper.records([(41, 1, None), (42, Decimal("7.9"), None)])
+        message = str(raised.value)
+        for part in ("column quantity", "field qty", "integer", "Decimal('7.9')", "id=42",
+                     "columns.types", "akkiosync reset orders"):  # fmt: skip
+            assert part in message
+        assert (raised.value.exit_code, raised.value.retriable) == (1, False)
+        assert isinstance(raised.value, AkkioSyncError)
+
+    def test_composite_key_and_watermark_fallback(self) -> None:
+        """Every key column is named; without a key, the watermark identifies the row."""
+        schema = Schema((DatasetField("n", "n", "float"),))
+        composite = RecordMapper(schema, ["tenant", "id", "n"], key=("tenant", "id"))
+        with pytest.raises(BadValueError, match=r"tenant='eu', id=7\b"):
+            composite.record(("eu", 7, "x"))
+        at = dt.datetime(2026, 1, 2, 3, 4, 5)  # noqa: DTZ001 - naive on purpose
+        by_watermark = RecordMapper(schema, ["n", "updated_at"], key=("updated_at",))
+        with pytest.raises(BadValueError, match=r"updated_at=2026-01-02 03:04:05\b"):
+            by_watermark.record(("x", at))
+
+    def test_long_value_is_truncated(self) -> None:
+        """A long bad value is shown in part, so the message stays one readable line."""
+        schema = Schema((DatasetField("n", "n", "integer"),))
+        mapper = RecordMapper(schema, ["id", "n"], key=("id",))
+        with pytest.raises(BadValueError) as raised:
+            mapper.record((1, "z" * 5000))
+        message = str(raised.value)
+        assert "zzzz" in message
+        assert len(message) < 600
+        assert "\n" not in message
+
+
+class TestWithheld:
+    """Withheld fields keep their key with null, and their value is never read."""
+
+    def test_withheld_field_is_null(self) -> None:
+        """A withheld field is null whatever the row holds; the others are mapped as usual."""
+        schema = Schema((DatasetField("id", "id", "integer"), DatasetField("ssn", "ssn", "string")))
+        mapper = RecordMapper(schema, ["id", "ssn"], withheld={"ssn"})
+        assert mapper.records([(1, "123-45-6789"), (2, None)]) == [
+            {"id": 1, "ssn": None},
+            {"id": 2, "ssn": None},
+        ]
+
+    def test_withheld_column_may_be_gone(self) -> None:
+        """A withheld field's column may have left the source: no SchemaError, still null."""
+        schema = Schema(
+            (DatasetField("id", "id", "integer"), DatasetField("tax_id", "ssn", "string"))
+        )
+        mapper = RecordMapper(schema, ["id"], withheld={"tax_id"})
+        assert mapper.record((3,)) == {"id": 3, "tax_id": None}
+
+    def test_bad_value_in_withheld_field_is_not_read(self) -> None:
+        """A value that would not fit is irrelevant once its field is withheld."""
+        schema = Schema((DatasetField("n", "n", "integer"),))
+        assert RecordMapper(schema, ["n"], withheld={"n"}).record(("abc",)) == {"n": None}
+
+
 class TestTypeOverrides:
     """A types override chooses the converter, whatever the column's Python type."""
 
@@ -584,11 +705,11 @@ class TestTypeOverrides:
 
     @pytest.mark.parametrize(
         ("value", "expected"),
-        [(3.0, 3), (Decimal("42"), 42), (True, 1), (-7, -7), (2.9, 2)],
-        ids=["float", "decimal", "bool", "int", "truncates"],
+        [(3.0, 3), (Decimal("42"), 42), (True, 1), (-7, -7), (Decimal("8.00"), 8)],
+        ids=["float", "decimal", "bool", "int", "decimal-trailing-zeros"],
     )
     def test_integer(self, value: Any, expected: int) -> None:
-        """``integer`` sends a JSON integer (fractions truncate toward zero)."""
+        """``integer`` sends a JSON integer for every value that is a whole number."""
         out = self._map(SourceColumn("n", float), "integer", value)
         assert type(out) is int
         assert out == expected
@@ -708,7 +829,12 @@ class TestTypeStability:
         self, map_one: MapOne, field_type: FieldType
     ) -> None:
         """Every finite number maps to the field type's single JSON type."""
-        values = [v for v in _MIXED_NUMBERS if not (field_type == "category" and v is True)]
+        values = [
+            v
+            for v in _MIXED_NUMBERS
+            if not (field_type == "category" and v is True)
+            and not (field_type == "integer" and v != int(v))  # a fraction does not fit
+        ]
         seen = {json_type(map_one(v, field_type)) for v in values}
         assert seen == {_EXPECTED_JSON_TYPE[field_type]}
 

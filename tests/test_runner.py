@@ -410,6 +410,7 @@ class TestDatasetCreation:
     ) -> None:
         """The next run adopts the one new dataset of that name; an older namesake is left."""
         older = client.create_dataset("Orders")  # someone else's dataset with the same name
+        store.allow_new_dataset("orders", T0.replace(tzinfo=dt.UTC))  # sync --new-dataset
         transport = _LoseCreateAnswers(emulator, lose=1)
         with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as lossy:
             runner = Runner(store, lossy, sleep=_no_sleep)
@@ -424,3 +425,101 @@ class TestDatasetCreation:
         assert emulator.rows(older.id) == []
         assert [r["id"] for r in emulator.rows(second.dataset_id or "")] == list(range(1, 11))
         assert store.pending_creation("orders") is None
+
+
+class TestLostState:
+    """A store with no record of a job never makes a second dataset of the same name."""
+
+    def test_namesake_stops_the_first_run(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """A dataset of the target's name and no record in the store: the run fails before
+        creating or sending anything, saying how to adopt it or make a new one."""
+        older = client.create_dataset("Orders")
+        result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+        assert not result.ok
+        assert f"dataset_id: {older.id}" in (result.error or "")
+        assert "--new-dataset" in (result.error or "")
+        assert emulator.dataset_ids() == [older.id]
+        assert emulator.rows(older.id) == []
+
+    def test_new_dataset_when_allowed(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """After `reset` (or with --new-dataset) the run creates its own dataset beside it,
+        and the leave is used up by that creation."""
+        older = client.create_dataset("Orders")
+        store.reset("orders", T0.replace(tzinfo=dt.UTC))
+        result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+        assert result.ok, result.error
+        assert result.dataset_id != older.id
+        assert len(emulator.rows(result.dataset_id or "")) == 10
+        assert store.job_state("orders").new_dataset_ok is False
+
+
+class TestCursorColumns:
+    """A job whose watermark or key changed after the first run stops before reading."""
+
+    def test_watermark_changed(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """Changing the watermark fails the run naming both columns and how to re-baseline;
+        nothing more is sent and the cursor stays."""
+        runner = Runner(store, client, sleep=_no_sleep)
+        first = runner.run(make_job(db_url, orders.name))
+        assert first.ok, first.error
+        cursor = store.job_state("orders").cursor_json
+        source = {"url": db_url, "table": orders.name, "watermark": "id", "key": "id"}
+        changed = runner.run(make_job(db_url, orders.name, source=source))
+        assert not changed.ok
+        error = changed.error or ""
+        assert "watermark updated_at (datetime)" in error
+        assert "watermark id (int)" in error
+        assert "akkiosync reset orders --keep-dataset" in error
+        assert store.job_state("orders").cursor_json == cursor
+        assert len(emulator.rows(first.dataset_id or "")) == 10
+
+    def test_key_changed(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """Dropping the key (or adding one) fails the same way, instead of an IndexError."""
+        runner = Runner(store, client, sleep=_no_sleep)
+        assert runner.run(make_job(db_url, orders.name)).ok
+        source = {"url": db_url, "table": orders.name, "watermark": "updated_at"}
+        changed = runner.run(make_job(db_url, orders.name, source=source))
+        assert not changed.ok
+        assert "key id (int)" in (changed.error or "")
+        assert "key none" in (changed.error or "")
+
+    def test_legacy_cursor_key_length(
+        self, store: Store, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """A cursor stored before its columns were recorded is still checked by its key's
+        length."""
+        runner = Runner(store, client, sleep=_no_sleep)
+        assert runner.run(make_job(db_url, orders.name)).ok
+        with store._transaction(write=True) as connection:  # as a version 3 store left it
+            connection.execute(sa.text("UPDATE jobs SET cursor_columns_json = NULL"))
+        source = {"url": db_url, "table": orders.name, "watermark": "updated_at"}
+        changed = runner.run(make_job(db_url, orders.name, source=source))
+        assert not changed.ok
+        assert "has 1 key value(s)" in (changed.error or "")
+
+    def test_keep_dataset_restarts_the_cursor(
+        self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
+    ) -> None:
+        """`reset --keep-dataset` lets the changed job run into the same dataset from its
+        initial_watermark, and the count check still holds."""
+        runner = Runner(store, client, sleep=_no_sleep)
+        first = runner.run(make_job(db_url, orders.name))
+        assert first.ok
+        store.restart_cursor("orders", T0.replace(tzinfo=dt.UTC))
+        source = {
+            "url": db_url, "table": orders.name, "watermark": "id", "key": "id",
+            "initial_watermark": 11,
+        }  # fmt: skip
+        again = runner.run(make_job(db_url, orders.name, source=source))
+        assert again.ok, again.error
+        assert again.dataset_id == first.dataset_id
+        assert again.rows_sent == 0
+        assert len(emulator.rows(first.dataset_id or "")) == 10

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from akkiosync.errors import StateError
 from akkiosync.redact import MASK, register_secret
-from akkiosync.state import JobState, RunRecord, RunStatus, Store
+from akkiosync.state import Intent, JobState, RunRecord, RunStatus, Store
 from akkiosync.state import _schema as state_schema
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -163,8 +163,8 @@ class TestPersistence:
         assert cli.job_state("orders").rows_sent == 0  # cli has a pooled connection now
         daemon.commit_batch("orders", "[1]", 4, T0)
         assert cli.job_state("orders").cursor_json == "[1]"
-        cli.reset("orders")
-        assert daemon.job_state("orders") == JobState(job="orders")
+        cli.reset("orders", T0)
+        assert daemon.job_state("orders") == JobState(job="orders", new_dataset_ok=True)
 
 
 class TestReset:
@@ -175,22 +175,60 @@ class TestReset:
         store.pin_dataset("orders", "ds-1", "Orders", SCHEMA, T0)
         store.commit_batch("orders", "[1]", 5, T0)
         finish(store, store.start_run("orders", None, T0))
-        store.reset("orders")
-        assert store.job_state("orders") == JobState(job="orders")
+        store.reset("orders", T0)
+        assert store.job_state("orders") == JobState(job="orders", new_dataset_ok=True)
         assert [run.job for run in store.runs("orders")] == ["orders"]
 
     def test_reset_leaves_other_jobs_alone(self, store: Store) -> None:
         """Only the named job is forgotten."""
         store.commit_batch("orders", "[1]", 5, T0)
         store.commit_batch("users", "[2]", 6, T0)
-        store.reset("orders")
-        assert [job.job for job in store.job_states()] == ["users"]
-        assert store.job_state("users").rows_sent == 6
+        store.reset("orders", T0)
+        assert [(job.job, job.rows_sent) for job in store.job_states()] == [
+            ("orders", 0),
+            ("users", 6),
+        ]
 
     def test_reset_unknown_job(self, store: Store) -> None:
         """Resetting a job the store does not know is harmless."""
-        store.reset("nobody")
-        assert store.job_states() == []
+        store.reset("nobody", T0)
+        assert store.job_states() == [JobState(job="nobody", new_dataset_ok=True)]
+
+    def test_new_dataset_ok_is_used_up_by_the_pin(self, store: Store) -> None:
+        """The leave to create a dataset whose name is taken lasts until a dataset is pinned."""
+        store.reset("orders", T0)
+        store.pin_dataset("orders", "ds-2", "Orders", SCHEMA, T0)
+        assert store.job_state("orders").new_dataset_ok is False
+        store.allow_new_dataset("orders", T0)
+        assert store.job_state("orders").new_dataset_ok is True
+
+
+class TestRebaseline:
+    """Restarting the cursor keeps the dataset; accepting a count changes what is expected."""
+
+    def test_restart_cursor_keeps_dataset(self, store: Store) -> None:
+        """The cursor, its columns, intent and ledger go; the dataset's rows become expected."""
+        store.pin_dataset("orders", "ds-1", "Orders", SCHEMA, T0, rows_at_pin=2)
+        store.set_cursor_columns("orders", '{"watermark": ["updated_at", "datetime"]}', T0)
+        store.commit_batch("orders", "[1]", 5, T0, ledger=[("a", 1.0)])
+        store.record_intent(Intent("orders", "ds-1", 3, 7, "[1]", "[2]", T0))
+        store.restart_cursor("orders", T0)
+        state = store.job_state("orders")
+        assert (state.dataset_id, state.schema_json) == ("ds-1", SCHEMA)
+        assert (state.cursor_json, state.cursor_columns_json) == (None, None)
+        assert (state.rows_at_pin, state.rows_sent, state.rows_expected) == (7, 0, 7)
+        assert store.pending_intent("orders") is None
+        assert store.ledger_entries("orders") == set()
+
+    def test_accept_count(self, store: Store) -> None:
+        """The accepted count becomes the expected one; an unsettled intent is dropped."""
+        store.pin_dataset("orders", "ds-1", "Orders", SCHEMA, T0)
+        store.commit_batch("orders", "[1]", 5, T0)
+        store.record_intent(Intent("orders", "ds-1", 3, 5, "[1]", "[2]", T0))
+        store.accept_count("orders", 9, T0)
+        state = store.job_state("orders")
+        assert (state.rows_expected, state.rows_sent, state.cursor_json) == (9, 5, "[1]")
+        assert store.pending_intent("orders") is None
 
 
 class TestRuns:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,30 @@ class Batch:
 
     rows: Sequence[Sequence[Any]]
     cursor: Cursor
+
+
+def mysql_time_text(value: Any) -> Any:
+    """A MySQL TIME as MySQL writes it, ``[-]HH:MM:SS[.ffffff]`` with hours past 24 (the type
+    spans -838:59:59 to 838:59:59: a duration, not a time of day)."""
+    if not isinstance(value, dt.timedelta):
+        return value
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+class _MysqlTimeText(sa.types.UserDefinedType[str]):
+    """Reads a MySQL TIME column as ``mysql_time_text``. SQLAlchemy's own TIME turns the
+    driver's timedelta into a time of day, wrapping 25:00:00 to 01:00:00."""
+
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        return mysql_time_text
 
 
 def _python_type(sql_type: sa.types.TypeEngine[Any]) -> type | None:
@@ -159,7 +183,7 @@ class Source:
         watermark = self.check(bounds)
         cursor_exprs = self._cursor_expressions(source)
         statement = sa.select(
-            *(source.c[c.name] for c in self._columns),
+            *(_readable(source.c[c.name]) for c in self._columns),
             *(e.label(f"akkiosync_cursor_{i}") for i, e in enumerate(cursor_exprs)),
         )
         statement = statement.where(*predicates(bounds, watermark, cursor_exprs))
@@ -233,6 +257,13 @@ class Source:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _readable(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A column as the read selects it: MySQL TIME as text (``_MysqlTimeText``)."""
+    if isinstance(column.type, mysql.TIME):
+        return sa.type_coerce(column, _MysqlTimeText()).label(column.key)
+    return column
 
 
 def _whole_groups(parts: Iterator[list[Any]], batch_size: int, width: int) -> Iterator[list[Any]]:

@@ -21,6 +21,8 @@ class JobState:
     rows_sent: int = 0
     batches_sent: int = 0
     rows_at_pin: int = 0
+    cursor_columns_json: str | None = None  # the columns (and types) the cursor belongs to
+    new_dataset_ok: bool = False  # the next creation may take a name already in use
 
     @property
     def rows_expected(self) -> int:

@@ -135,7 +135,24 @@ def _create_v3(connection: sa.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (_create_v1, _create_v2, _create_v3)
+def _create_v4(connection: sa.Connection) -> None:
+    """Version 4: what a job's cursor belongs to, and the operator's leave to create a dataset
+    whose name is taken. Frozen like the others."""
+    # The cursor's columns and their types ({"watermark": [name, type], "key": [[name, type]]}):
+    # a job file whose watermark or key changed no longer fits the stored cursor.
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN cursor_columns_json TEXT"))
+    # 1 after `reset` or `sync --new-dataset`: the next creation may reuse a taken name.
+    connection.execute(
+        sa.text("ALTER TABLE jobs ADD COLUMN new_dataset_ok INTEGER NOT NULL DEFAULT 0")
+    )
+
+
+MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
+    _create_v1,
+    _create_v2,
+    _create_v3,
+    _create_v4,
+)
 
 metadata = sa.MetaData()
 meta = sa.Table(
@@ -150,3 +167,5 @@ intents, creations = _define_v2(metadata)
 intents.append_column(sa.Column("ledger_json", sa.Text))
 runs.append_column(sa.Column("rows_skipped", sa.BigInteger, nullable=False, server_default="0"))
 ledger = _define_v3(metadata)
+jobs.append_column(sa.Column("cursor_columns_json", sa.Text))
+jobs.append_column(sa.Column("new_dataset_ok", sa.Integer, nullable=False, server_default="0"))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
@@ -23,7 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
 from akkiosync.state import _schema as schema
-from akkiosync.state._records import Creation, Intent, JobState, RunRecord, RunStatus
+from akkiosync.state._history import RunHistory
+from akkiosync.state._records import Creation, Intent, JobState
 
 _PRAGMAS = (
     "PRAGMA busy_timeout = 30000",  # first, so that switching to WAL waits for other openers
@@ -56,14 +56,10 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-class Store:
-    """The checkpoint store. Safe to share between threads: each call has its own connection."""
+class Store(RunHistory):
+    """The checkpoint store. Safe to share between threads: each call has its own connection.
 
-    def __init__(self, engine: sa.Engine, name: str) -> None:
-        """Wrap an engine that ``open`` has configured; ``name`` appears in error messages."""
-        self._engine = engine
-        self._writer = engine.execution_options(akkiosync_begin="IMMEDIATE")
-        self._name = name
+    The run history's methods come from ``RunHistory``."""
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -92,14 +88,6 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        try:
-            with (self._writer if write else self._engine).begin() as connection:
-                yield connection
-        except sa.exc.DBAPIError as error:  # the database failed; mistakes in our SQL propagate
-            raise StateError(redact(f"checkpoint store {self._name}: {error.orig}")) from error
 
     def _migrate(self) -> None:
         while True:
@@ -152,6 +140,7 @@ class Store:
             "dataset_name": dataset_name,
             "schema_json": schema_json,
             "rows_at_pin": rows_at_pin,
+            "new_dataset_ok": 0,
             "updated_at": schema.utc(now),
         }
         with self._transaction(write=True) as connection:
@@ -255,8 +244,9 @@ class Store:
         known = tuple(json.loads(row.known_ids_json))
         return Creation(row.job, row.dataset_name, known, row.created_at)
 
-    def reset(self, job: str) -> None:
-        """Forget the job's dataset, schema, cursor, counters, intents and ledger; runs stay."""
+    def reset(self, job: str, now: datetime) -> None:
+        """Forget the job's dataset, schema, cursor, counters, intents and ledger (runs stay),
+        and let its next run create a dataset even if the name is taken (the old one's)."""
         with self._transaction(write=True) as connection:
             for table, column in (
                 (schema.jobs, schema.jobs.c.name),
@@ -265,145 +255,55 @@ class Store:
                 (schema.ledger, schema.ledger.c.job),
             ):
                 connection.execute(sa.delete(table).where(column == job))
-
-    def start_run(self, job: str, cursor_before: str | None, now: datetime) -> int:
-        """Record a run that starts now, with status 'running'; return its id."""
-        run = {
-            "job": job,
-            "started_at": schema.utc(now),
-            "status": "running",
-            "cursor_before": cursor_before,
-        }
-        with self._transaction(write=True) as connection:
-            result = connection.execute(sa.insert(schema.runs).values(run))
-            key = result.inserted_primary_key
-            if key is None:  # never for a single-row INSERT; says so to the type checker
-                raise StateError(f"checkpoint store {self._name} returned no run id")
-            return int(key[0])
-
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        status: RunStatus,
-        now: datetime,
-        rows_read: int,
-        rows_sent: int,
-        batches: int,
-        cursor_after: str | None,
-        error: str | None = None,
-        rows_skipped: int = 0,
-    ) -> None:
-        """Record how the run ended; ``error`` is stored redacted."""
-        values = {
-            "status": status,
-            "ended_at": schema.utc(now),
-            "rows_read": rows_read,
-            "rows_sent": rows_sent,
-            "batches": batches,
-            "cursor_after": cursor_after,
-            "error": None if error is None else redact(error),
-            "rows_skipped": rows_skipped,
-        }
-        with self._transaction(write=True) as connection:
-            result = connection.execute(
-                sa.update(schema.runs).where(schema.runs.c.id == run_id).values(values)
-            )
-            if result.rowcount == 0:
-                raise StateError(f"checkpoint store {self._name} has no run {run_id}")
-
-    def end_interrupted_runs(self, job: str, now: datetime) -> int:
-        """Mark the job's runs still 'running' as failed: their process ended mid-run (only
-        call this while holding the job's lock, so that none of them is really running)."""
-        table = schema.runs
-        interrupted = sa.and_(table.c.job == job, table.c.status == "running")
-        values = {
-            "status": "failed",
-            "ended_at": schema.utc(now),
-            "error": "interrupted: the process ended before the run finished",
-        }
-        with self._transaction(write=True) as connection:
-            return int(
-                connection.execute(sa.update(table).where(interrupted).values(values)).rowcount
+            connection.execute(
+                sa.insert(schema.jobs).values(
+                    name=job, new_dataset_ok=1, updated_at=schema.utc(now)
+                )
             )
 
-    def runs(
-        self,
-        job: str | None = None,
-        limit: int = 50,
-        *,
-        since: datetime | None = None,
-        failed: bool = False,
-        after_id: int | None = None,
-    ) -> list[RunRecord]:
-        """The last ``limit`` runs, of ``job`` or of every job, newest first; only those started
-        at or after ``since``, only failed ones, only those whose id is above ``after_id``."""
-        table = schema.runs
-        query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
-        if job is not None:
-            query = query.where(table.c.job == job)
-        if since is not None:  # fixed-width UTC text: compared as text, ordered as time
-            query = query.where(table.c.started_at >= schema.utc(since))
-        if failed:
-            query = query.where(table.c.status == "failed")
-        if after_id is not None:
-            query = query.where(table.c.id > after_id)
-        with self._transaction() as connection:
-            rows = connection.execute(query).all()
-        return [RunRecord(**row._mapping) for row in rows]
-
-    def last_run(self, job: str) -> RunRecord | None:
-        """The job's newest run, or ``None`` if it never ran."""
-        runs = self.runs(job, limit=1)
-        return runs[0] if runs else None
-
-    def run(self, run_id: int) -> RunRecord | None:
-        """One run, or ``None`` if there is none with that id (any more)."""
-        table = schema.runs
-        with self._transaction() as connection:
-            row = connection.execute(sa.select(table).where(table.c.id == run_id)).one_or_none()
-        return None if row is None else RunRecord(**row._mapping)
-
-    def running_runs(self, job: str | None = None) -> list[RunRecord]:
-        """The runs still marked running, of ``job`` or of every job, oldest first."""
-        table = schema.runs
-        query = sa.select(table).where(table.c.status == "running").order_by(table.c.id)
-        if job is not None:
-            query = query.where(table.c.job == job)
-        with self._transaction() as connection:
-            rows = connection.execute(query).all()
-        return [RunRecord(**row._mapping) for row in rows]
-
-    def prune_runs(self, *, older_than: datetime, keep_per_job: int) -> int:
-        """Delete the finished runs started before ``older_than`` and, per job, all but the
-        newest ``keep_per_job`` runs; return how many were deleted. Running runs stay, and so
-        does each job's newest run: ``status`` shows it, and SQLite would give a deleted
-        highest id to the next run (``logs --follow`` tells new runs by a higher id)."""
-        if keep_per_job < 1:
-            raise ValueError(f"keep_per_job must be at least 1, not {keep_per_job}")
-        table = schema.runs
-        deleted = 0
+    def allow_new_dataset(self, job: str, now: datetime) -> None:
+        """Let the job's next dataset creation take a name that is already in use."""
+        values = {"new_dataset_ok": 1, "updated_at": schema.utc(now)}
         with self._transaction(write=True) as connection:
-            jobs = connection.execute(sa.select(table.c.job).distinct()).scalars().all()
-            for job in jobs:
-                kept = (
-                    connection.execute(
-                        sa.select(table.c.id)
-                        .where(table.c.job == job)
-                        .order_by(table.c.id.desc())
-                        .limit(keep_per_job)
-                    )
-                    .scalars()
-                    .all()
+            _update_or_insert(connection, job, values, values)
+
+    def set_cursor_columns(self, job: str, columns_json: str, now: datetime) -> None:
+        """Record which columns (and types) the job's cursor belongs to."""
+        values = {"cursor_columns_json": columns_json, "updated_at": schema.utc(now)}
+        with self._transaction(write=True) as connection:
+            _update_or_insert(connection, job, values, values)
+
+    def restart_cursor(self, job: str, now: datetime) -> None:
+        """Keep the job's dataset and schema but forget its cursor, the columns it belongs to,
+        its intent and ledger: the next run reads from the start (or ``initial_watermark``)
+        into the same dataset, whose current rows become the count expected before it."""
+        jobs = schema.jobs
+        with self._transaction(write=True) as connection:
+            connection.execute(
+                sa.update(jobs)
+                .where(jobs.c.name == job)
+                .values(
+                    rows_at_pin=jobs.c.rows_at_pin + jobs.c.rows_sent,
+                    rows_sent=0,
+                    cursor_json=None,
+                    cursor_columns_json=None,
+                    updated_at=schema.utc(now),
                 )
-                old = table.c.started_at < schema.utc(older_than)
-                if len(kept) == keep_per_job:
-                    old = sa.or_(old, table.c.id < kept[-1])
-                prunable = sa.and_(
-                    table.c.job == job, table.c.status != "running", table.c.id < kept[0], old
-                )
-                deleted += connection.execute(sa.delete(table).where(prunable)).rowcount
-        return deleted
+            )
+            for table in (schema.intents, schema.ledger):
+                connection.execute(sa.delete(table).where(table.c.job == job))
+
+    def accept_count(self, job: str, count: int, now: datetime) -> None:
+        """Take ``count`` as the dataset's right row count: the job's expected count becomes
+        it, and a batch whose fate is unknown is forgotten (its rows are read again)."""
+        jobs = schema.jobs
+        with self._transaction(write=True) as connection:
+            connection.execute(
+                sa.update(jobs)
+                .where(jobs.c.name == job)
+                .values(rows_at_pin=count - jobs.c.rows_sent, updated_at=schema.utc(now))
+            )
+            connection.execute(sa.delete(schema.intents).where(schema.intents.c.job == job))
 
 
 def _schema_version(connection: sa.Connection) -> int:
@@ -428,4 +328,5 @@ def _update_or_insert(
 def _job_state(row: sa.Row[Any]) -> JobState:
     values = dict(row._mapping)
     del values["updated_at"]
+    values["new_dataset_ok"] = bool(values["new_dataset_ok"])
     return JobState(job=values.pop("name"), **values)

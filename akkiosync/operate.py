@@ -1,0 +1,111 @@
+"""Commands that change a job's state by hand: ``reset`` and ``accept``.
+
+Each holds the job's lock (the one its runs take) for everything it does, so that it never
+interleaves with a run of the job in another process: it waits for such a run up to ``--wait``
+seconds, or refuses with exit 1 naming the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from akkiosync.app import App
+from akkiosync.runner import utc_now
+
+pass_app = click.make_pass_decorator(App)
+_WAIT = click.option(
+    "--wait",
+    default=0.0,
+    type=click.FloatRange(0),
+    help="Seconds to wait for a run of JOB in another process (default: refuse at once).",
+)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--delete-dataset", is_flag=True, help="Also delete the dataset on Akkio.")
+@click.option(
+    "--keep-dataset",
+    is_flag=True,
+    help="Keep the dataset; forget only the cursor (after changing the watermark or key).",
+)
+@_WAIT
+@pass_app
+def reset(
+    app: App, name: str, *, yes: bool, delete_dataset: bool, keep_dataset: bool, wait: float
+) -> None:
+    """Forget JOB's dataset and cursor: its next run creates a new dataset and starts over.
+
+    With --keep-dataset the next run reads from the start (or from source.initial_watermark)
+    into the same dataset: set initial_watermark past the rows already sent, or they are sent
+    again."""
+    if keep_dataset and delete_dataset:
+        raise click.UsageError("--keep-dataset and --delete-dataset exclude each other")
+    with app.job_lock(name, wait, undone="reset", on_wait=_waiting_for(name)), app.store() as store:
+        state = store.job_state(name)
+        if state.dataset_id is None and state.cursor_json is None:
+            click.echo(f"{name}: nothing to reset")
+            return
+        what = "its cursor" if keep_dataset else f"dataset {state.dataset_name} {state.dataset_id}"
+        if not yes:
+            click.confirm(f"Reset {name} ({what}, {state.rows_sent} rows sent)?", abort=True)
+        if keep_dataset:
+            store.restart_cursor(name, utc_now())
+            click.echo(
+                f"{name}: cursor reset; the next run reads from the start (or from "
+                f"source.initial_watermark) into the same dataset {state.dataset_id}"
+            )
+            return
+        if delete_dataset and state.dataset_id:
+            with app.client() as client:
+                client.delete_dataset(state.dataset_id)
+            click.echo(f"{name}: deleted dataset {state.dataset_id}")
+        store.reset(name, utc_now())
+    click.echo(f"{name}: reset; the next run creates a new dataset and sends every row")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_WAIT
+@pass_app
+def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
+    """Accept JOB's dataset as it is: its row count becomes the count the job expects.
+
+    For when a run stopped because the dataset's count differs from what the job delivered
+    (another writer, rows removed, a request that landed after the landing grace) and the
+    dataset is right as it is. The job then goes on from its cursor."""
+    with (
+        app.job_lock(name, wait, undone="accepted", on_wait=_waiting_for(name)),
+        app.store() as store,
+    ):
+        state = store.job_state(name)
+        if state.dataset_id is None:
+            raise click.UsageError(f"job {name} has no dataset yet: nothing to accept")
+        with app.client() as client:
+            count = client.get_dataset(state.dataset_id).rows
+        intent = store.pending_intent(name)
+        if count == state.rows_expected and intent is None:
+            click.echo(f"{name}: dataset {state.dataset_id} has {count} rows, as expected")
+            return
+        click.echo(
+            f"{name}: dataset {state.dataset_id} has {count} rows; the job expected "
+            f"{state.rows_expected}"
+        )
+        if intent is not None:
+            click.echo(
+                f"{name}: a batch of {intent.rows} rows whose fate is unknown is forgotten: its "
+                "rows are read and sent again by the next run"
+            )
+        if not yes:
+            click.confirm(f"Take {count} rows as right for {name}?", abort=True)
+        store.accept_count(name, count, utc_now())
+    click.echo(f"{name}: accepted; the next run expects {count} rows and goes on from its cursor")
+
+
+def _waiting_for(job: str) -> Callable[[str], None]:
+    """What a command says when it must wait for a run of ``job`` in another process."""
+    return lambda pid: click.echo(f"waiting for job {job}, running in process {pid}...", err=True)
