@@ -365,7 +365,7 @@ def emulator(
 def demo(rows: int, *, verbose: bool) -> None:
     """Everything on embedded defaults: a sample database, the emulator, two syncs."""
     if not verbose:  # the demo tells its own story; the log lines would drown it
-        logging.getLogger("akkiosync").setLevel(logging.WARNING)
+        logging.getLogger("akkiosync").setLevel(logging.ERROR)
     run_demo(rows, echo=click.echo)
 
 

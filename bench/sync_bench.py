@@ -53,6 +53,7 @@ from akkiosync.akkio import AkkioClient, DatasetInfo
 from akkiosync.config import load_job_file
 from akkiosync.delivery import ReconcilePolicy
 from akkiosync.emulator import Emulator, serve
+from akkiosync.lock import locks_dir
 from akkiosync.pacing import AKKIO_RATE, RetryPolicy, limiter_for
 from akkiosync.runner import Runner, RunResult
 from akkiosync.state import Store
@@ -210,7 +211,7 @@ def akkiosync_sync(ctx: Ctx, job_path: Path) -> RunResult:
             runner = Runner(
                 store,
                 client,
-                locks=state.with_name(state.name + ".locks"),
+                locks=locks_dir(state),
                 retry=retry,
                 reconcile=ReconcilePolicy(),
             )

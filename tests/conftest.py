@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,45 @@ import pytest
 import sqlalchemy as sa
 
 from akkiosync.akkio import AkkioClient
+from akkiosync.config import Job
 from akkiosync.emulator import Emulator
 from akkiosync.source import engine_url
 
 API_KEY = "test-key-0123456789"
 _OUR_VARIABLES = ("AKKIO_", "AKKIOSYNC_")
 _KEEP = ("AKKIOSYNC_TEST_POSTGRES_URL", "AKKIOSYNC_TEST_MYSQL_URL", "AKKIOSYNC_REQUIRE_DB")
+
+
+DEADLINE = 60.0  # seconds any one expectation of a test may take before the test fails
+
+
+def until(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something true (and return that); fail after
+    ``deadline`` seconds. How tests wait for another thread or process, never by sleeping."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def no_sleep(seconds: float) -> None:
+    """Injected as ``sleep``: backoff and settling waits pass without waiting for real."""
+
+
+def make_job(url: str, table: str, **overrides: Any) -> Job:
+    """A job as a YAML file would define it: ``orders`` by ``updated_at`` and ``id`` into the
+    dataset ``Orders``, in batches of 4."""
+    spec: dict[str, Any] = {
+        "name": "orders",
+        "source": {"url": url, "table": table, "watermark": "updated_at", "key": "id"},
+        "target": {"dataset": "Orders"},
+        "batch_size": 4,
+    }
+    spec.update(overrides)
+    return Job.model_validate(spec)
 
 
 @pytest.fixture(autouse=True)

@@ -186,6 +186,7 @@ def _report(name: str, figures: dict[str, Any]) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestKill9:
     """SIGKILL at random moments never loses or doubles a row."""
 
@@ -249,6 +250,7 @@ class TestKill9:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestLateLanding:
     """A request answered late, or by a gateway that gave up, is never sent twice."""
 
@@ -274,6 +276,7 @@ class TestLateLanding:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestConcurrentSyncs:
     """Two syncs of one job at once never both run it."""
 

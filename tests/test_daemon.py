@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,20 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from akkiosync.emulator import Emulator, serve
 from akkiosync.source import engine_url
-from tests.conftest import API_KEY
-
-DEADLINE = 60.0  # seconds any one expectation may take before the test fails
-
-
-def until(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from tests.conftest import API_KEY, until
 
 
 def free_port() -> int:
@@ -82,6 +69,9 @@ class Daemon:
             "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
             "AKKIOSYNC_LOG_FORMAT": "json",
             "AKKIO_RATE_LIMIT": "1000",
+            # The emulator stores what it received within milliseconds: a batch cut short by a
+            # second signal is settled by the next run in a second, not the default two minutes.
+            "AKKIOSYNC_LANDING_GRACE": "1",
             "DAEMON_DB_URL": db_url,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -195,6 +185,7 @@ def daemon(
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestDaemonProcess:
     """The deployed process: it syncs on schedule, follows job files, reports, and stops."""
 
@@ -330,6 +321,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestDaemonAlerts:
     """The daemon posts one alert when a job starts failing and one when it recovers."""
 

@@ -16,11 +16,9 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,24 +26,12 @@ import sqlalchemy as sa
 from akkiosync.emulator import Emulator, EmulatorServer, FaultPlan, serve
 from akkiosync.source import engine_url
 from akkiosync.state import Store
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, DEADLINE, until
 
 ROWS = 3000
 BATCH_SIZE = 100
 PASSED = 3  # add-rows requests the gate lets through before it holds the sync
-DEADLINE = 60.0  # seconds any one expectation may take before the test fails
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0)  # noqa: DTZ001 - a naive column
-
-
-def until(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Gate:
@@ -258,6 +244,7 @@ def one_runs_the_other_skips(rig: Rig, first_path: Path, second_path: Path) -> N
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestOneStoreManyPaths:
     """Two syncs of one store never both run a job, whatever path each names the store by."""
 
@@ -278,6 +265,7 @@ class TestOneStoreManyPaths:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 class TestResetDuringSync:
     """``reset`` never interleaves with a run of the same job."""
 

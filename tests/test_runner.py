@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,33 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.config import Job
 from akkiosync.cursor import decode_cursor
 from akkiosync.emulator import Emulator
 from akkiosync.preview import preview
 from akkiosync.runner import Runner
 from akkiosync.state import Store
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, make_job, no_sleep
 
 MakeTable = Callable[..., sa.Table]
 MICRO_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 T0 = dt.datetime(2026, 5, 1, 8, 30, 0, 123456)  # noqa: DTZ001 - naive columns on purpose
-
-
-def _no_sleep(seconds: float) -> None:
-    """Tests never wait for real: backoff and lazy-count waits are recorded nowhere."""
-
-
-def make_job(url: str, table: str, **overrides: Any) -> Job:
-    """A job as a YAML file would define it."""
-    spec: dict[str, Any] = {
-        "name": "orders",
-        "source": {"url": url, "table": table, "watermark": "updated_at", "key": "id"},
-        "target": {"dataset": "Orders"},
-        "batch_size": 4,
-    }
-    spec.update(overrides)
-    return Job.model_validate(spec)
 
 
 @pytest.fixture
@@ -55,7 +37,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def runner(store: Store, client: AkkioClient) -> Runner:
     """A runner on the store and the in-process emulator."""
-    return Runner(store, client, sleep=_no_sleep)
+    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture
@@ -295,7 +277,7 @@ class TestFailures:
         """A refused batch ends the run; the next run resumes after the last accepted batch."""
         transport = _FailingAdds(emulator, fail={2}, status=400)
         with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as client:
-            runner = Runner(store, client, sleep=_no_sleep)
+            runner = Runner(store, client, sleep=no_sleep)
             job = make_job(db_url, orders.name)
             failed = runner.run(job)
             assert not failed.ok
@@ -313,7 +295,7 @@ class TestFailures:
         """A 5xx may or may not have stored the rows: the row count decides, nothing doubles."""
         transport = _FailingAdds(emulator, fail={2, 3}, status=503)
         with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as client:
-            result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+            result = Runner(store, client, sleep=no_sleep).run(make_job(db_url, orders.name))
         assert result.ok, result.error
         assert transport.adds == 5  # batches 2 and 3 were each sent twice
         assert landed_ids(emulator) == list(range(1, 11))
@@ -413,7 +395,7 @@ class TestDatasetCreation:
         store.allow_new_dataset("orders", T0.replace(tzinfo=dt.UTC))  # sync --new-dataset
         transport = _LoseCreateAnswers(emulator, lose=1)
         with AkkioClient(API_KEY, "http://emulator/v1", transport=transport) as lossy:
-            runner = Runner(store, lossy, sleep=_no_sleep)
+            runner = Runner(store, lossy, sleep=no_sleep)
             job = make_job(db_url, orders.name)
             failed = runner.run(job)
             assert not failed.ok
@@ -436,7 +418,7 @@ class TestLostState:
         """A dataset of the target's name and no record in the store: the run fails before
         creating or sending anything, saying how to adopt it or make a new one."""
         older = client.create_dataset("Orders")
-        result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+        result = Runner(store, client, sleep=no_sleep).run(make_job(db_url, orders.name))
         assert not result.ok
         assert f"dataset_id: {older.id}" in (result.error or "")
         assert "--new-dataset" in (result.error or "")
@@ -450,7 +432,7 @@ class TestLostState:
         and the leave is used up by that creation."""
         older = client.create_dataset("Orders")
         store.reset("orders", T0.replace(tzinfo=dt.UTC))
-        result = Runner(store, client, sleep=_no_sleep).run(make_job(db_url, orders.name))
+        result = Runner(store, client, sleep=no_sleep).run(make_job(db_url, orders.name))
         assert result.ok, result.error
         assert result.dataset_id != older.id
         assert len(emulator.rows(result.dataset_id or "")) == 10
@@ -465,7 +447,7 @@ class TestCursorColumns:
     ) -> None:
         """Changing the watermark fails the run naming both columns and how to re-baseline;
         nothing more is sent and the cursor stays."""
-        runner = Runner(store, client, sleep=_no_sleep)
+        runner = Runner(store, client, sleep=no_sleep)
         first = runner.run(make_job(db_url, orders.name))
         assert first.ok, first.error
         cursor = store.job_state("orders").cursor_json
@@ -483,7 +465,7 @@ class TestCursorColumns:
         self, store: Store, emulator: Emulator, client: AkkioClient, db_url: str, orders: sa.Table
     ) -> None:
         """Dropping the key (or adding one) fails the same way, instead of an IndexError."""
-        runner = Runner(store, client, sleep=_no_sleep)
+        runner = Runner(store, client, sleep=no_sleep)
         assert runner.run(make_job(db_url, orders.name)).ok
         source = {"url": db_url, "table": orders.name, "watermark": "updated_at"}
         changed = runner.run(make_job(db_url, orders.name, source=source))
@@ -496,7 +478,7 @@ class TestCursorColumns:
     ) -> None:
         """A cursor stored before its columns were recorded is still checked by its key's
         length."""
-        runner = Runner(store, client, sleep=_no_sleep)
+        runner = Runner(store, client, sleep=no_sleep)
         assert runner.run(make_job(db_url, orders.name)).ok
         with store._transaction(write=True) as connection:  # as a version 3 store left it
             connection.execute(sa.text("UPDATE jobs SET cursor_columns_json = NULL"))
@@ -510,7 +492,7 @@ class TestCursorColumns:
     ) -> None:
         """`reset --keep-dataset` lets the changed job run into the same dataset from its
         initial_watermark, and the count check still holds."""
-        runner = Runner(store, client, sleep=_no_sleep)
+        runner = Runner(store, client, sleep=no_sleep)
         first = runner.run(make_job(db_url, orders.name))
         assert first.ok
         store.restart_cursor("orders", T0.replace(tzinfo=dt.UTC))

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.config import ColumnsSpec, Job
+from akkiosync.config import ColumnsSpec
 from akkiosync.cursor import decode_cursor
 from akkiosync.dataset import schema_drift
 from akkiosync.emulator import Emulator
@@ -23,25 +23,10 @@ from akkiosync.runner import Runner
 from akkiosync.source import engine_url
 from akkiosync.source._read import mysql_time_text
 from akkiosync.state import Store
+from tests.conftest import make_job, no_sleep
 
 T0 = dt.datetime(2026, 5, 1, 8, 30, 0)  # noqa: DTZ001 - naive columns on purpose
 SSNS = ("111-11-1111", "222-22-2222", "333-33-3333", "444-44-4444", "555-55-5555")
-
-
-def _no_sleep(seconds: float) -> None:
-    """Tests never wait for real."""
-
-
-def make_job(url: str, table: str, **overrides: Any) -> Job:
-    """A job as a YAML file would define it, in batches of 4."""
-    spec: dict[str, Any] = {
-        "name": "orders",
-        "source": {"url": url, "table": table, "watermark": "updated_at", "key": "id"},
-        "target": {"dataset": "Orders"},
-        "batch_size": 4,
-    }
-    spec.update(overrides)
-    return Job.model_validate(spec)
 
 
 @pytest.fixture
@@ -54,7 +39,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def runner(store: Store, client: AkkioClient) -> Runner:
     """A runner on the store and the in-process emulator."""
-    return Runner(store, client, sleep=_no_sleep)
+    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture

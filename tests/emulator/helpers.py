@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from akkiosync.emulator import DEFAULT_API_KEY
+from tests.conftest import until
+
+__all__ = ["add", "create", "until"]
 
 KEY = DEFAULT_API_KEY
 
@@ -24,14 +25,3 @@ def create(client: httpx.Client, name: str = "orders") -> str:
 def add(client: httpx.Client, dataset_id: str, rows: Any) -> httpx.Response:
     """Add rows to a dataset; the raw answer."""
     return client.post("/datasets", json={"api_key": KEY, "id": dataset_id, "rows": rows})
-
-
-def until(what: str, check: Callable[[], Any], deadline: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
