@@ -23,6 +23,8 @@ class JobState:
     rows_at_pin: int = 0
     cursor_columns_json: str | None = None  # the columns (and types) the cursor belongs to
     new_dataset_ok: bool = False  # the next creation may take a name already in use
+    replaced_at: datetime | None = None  # mode: replace: when the dataset was last replaced
+    type_warnings_json: str | None = None  # fields whose type Akkio inferred otherwise
 
     @property
     def rows_expected(self) -> int:

@@ -147,11 +147,40 @@ def _create_v4(connection: sa.Connection) -> None:
     )
 
 
+def _define_v5(metadata: sa.MetaData) -> sa.Table:
+    """Version 5: full refreshes (``mode: replace``). Frozen like the others."""
+    return sa.Table(
+        "refreshes",
+        metadata,
+        # At most one refresh per job is under way: the dataset it fills, and the one it replaces.
+        sa.Column("job", sa.String(255), primary_key=True),
+        sa.Column("dataset_id", sa.String(255)),  # NULL until its creation is confirmed
+        sa.Column("dataset_name", sa.String(255), nullable=False),
+        sa.Column("previous_id", sa.String(255)),  # the dataset to delete once this one is whole
+        sa.Column("phase", sa.String(32), nullable=False),
+        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("cursor_json", sa.Text),
+        sa.Column("started_at", Timestamp, nullable=False),
+    )
+
+
+def _create_v5(connection: sa.Connection) -> None:
+    metadata = sa.MetaData()
+    _define_v5(metadata)
+    metadata.create_all(connection, checkfirst=False)
+    # When the job's dataset was last replaced by a full refresh (mode: replace).
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN replaced_at VARCHAR(32)"))
+    # Where Akkio inferred another type than planned for a new dataset's fields: JSON list of
+    # [field, planned, inferred], shown by `status`.
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN type_warnings_json TEXT"))
+
+
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _create_v3,
     _create_v4,
+    _create_v5,
 )
 
 metadata = sa.MetaData()
@@ -169,3 +198,6 @@ runs.append_column(sa.Column("rows_skipped", sa.BigInteger, nullable=False, serv
 ledger = _define_v3(metadata)
 jobs.append_column(sa.Column("cursor_columns_json", sa.Text))
 jobs.append_column(sa.Column("new_dataset_ok", sa.Integer, nullable=False, server_default="0"))
+refreshes = _define_v5(metadata)
+jobs.append_column(sa.Column("replaced_at", Timestamp))
+jobs.append_column(sa.Column("type_warnings_json", sa.Text))
