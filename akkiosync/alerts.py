@@ -22,7 +22,7 @@ import httpx
 
 from akkiosync.config import AlertsSpec, Job
 from akkiosync.redact import MASK, redact
-from akkiosync.runner import RunResult
+from akkiosync.results import RunResult
 from akkiosync.state import RunStatus, Store
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 a job failed, 2 bad configuration or usage.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -17,15 +16,13 @@ import click
 
 from akkiosync import emulator as emulator_module
 from akkiosync.app import App
-from akkiosync.config import Job, Settings
-from akkiosync.dataset import planned_schema, schema_drift
+from akkiosync.checks import preview_command, validate
+from akkiosync.config import Settings
 from akkiosync.demo import run_demo
 from akkiosync.emulator import FAULT_KINDS, FaultPlan
 from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.logcontext import ContextFilter, JsonFormatter, TextFormatter
-from akkiosync.mapping import Schema
 from akkiosync.operate import accept, reset
-from akkiosync.preview import preview
 from akkiosync.redact import RedactingFilter, redact
 from akkiosync.report import (
     POLL_INTERVAL,
@@ -38,7 +35,6 @@ from akkiosync.report import (
     run_line,
     status_lines,
 )
-from akkiosync.source import Bounds, make_source
 
 
 class _Group(click.Group):
@@ -143,72 +139,6 @@ def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) ->
         click.echo(result_line(result), err=not result.ok)
     if any(not r.ok for r in results):
         sys.exit(1)
-
-
-@cli.command()
-@click.option("--connect", is_flag=True, help="Also open each source and check its columns.")
-@pass_app
-def validate(app: App, *, connect: bool) -> None:
-    """Check the settings and every job file; exit 2 on the first problem found."""
-    jobs = app.jobs()
-    pinned = _pinned_schemas(app)
-    for job in jobs:
-        what = f"table {job.source.table}" if job.source.table else "query"
-        target = job.target.dataset or f"id {job.target.dataset_id}"
-        schedule = job.schedule or "manual (sync only)"
-        click.echo(f"{job.name}: {what} -> dataset {target}, schedule {schedule}")
-        if not job.source.key:
-            click.echo(
-                f"  warning: {job.name} has no source.key; batches end only where the "
-                "watermark changes (a unique key is recommended)"
-            )
-        if job.name in pinned:
-            for warning in schema_drift(job.columns, pinned[job.name], job=job.name).warnings:
-                click.echo(f"  warning: {warning}")
-        if connect:
-            with make_source(job.source) as source:
-                schema = planned_schema(job, source.columns())
-                source.check(_bounds_of(job))  # do settle and lookback fit the watermark?
-                unindexed = source.unindexed()
-            fields = ", ".join(f"{f.name}:{f.type}" for f in schema.fields)
-            click.echo(f"  source ok; fields: {fields}")
-            for column in unindexed:
-                click.echo(
-                    f"  warning: no index starts with {column}: every run scans the table "
-                    f"(CREATE INDEX ON {job.source.table} ({column}))"
-                )
-    click.echo(f"{len(jobs)} job(s) valid")
-
-
-def _pinned_schemas(app: App) -> dict[str, Schema]:
-    """The schema pinned for each job that has run; an absent store is not created."""
-    if not app.settings.akkiosync_state.exists():
-        return {}
-    with app.store() as store:
-        states = store.job_states()
-    return {s.job: Schema.from_json(s.schema_json) for s in states if s.schema_json is not None}
-
-
-@cli.command(name="preview")
-@click.argument("name")
-@click.option("--rows", default=5, show_default=True, type=click.IntRange(0, 1000))
-@pass_app
-def preview_command(app: App, name: str, rows: int) -> None:
-    """Show the dataset schema and the next records JOB would send; sends nothing."""
-    (job,) = app.jobs((name,))
-    with app.store() as store:
-        shown = preview(job, store, rows)
-    where = "pinned" if shown.pinned else "would be created with"
-    click.echo(f"schema ({where}):")
-    for field in shown.schema.fields:
-        origin = "" if field.name == field.source else f"  <- {field.source}"
-        click.echo(f"  {field.name}: {field.type}{origin}")
-    if shown.new_columns:
-        click.echo(f"not sent (not in the pinned schema): {', '.join(shown.new_columns)}")
-    start = shown.cursor.describe() if shown.cursor else "the start"
-    click.echo(f"next {len(shown.records)} record(s) after {start}:")
-    for record in shown.records:
-        click.echo(json.dumps(record, ensure_ascii=False))
 
 
 @cli.command()
@@ -369,13 +299,8 @@ def demo(rows: int, *, verbose: bool) -> None:
     run_demo(rows, echo=click.echo)
 
 
-def _bounds_of(job: Job) -> Bounds:
-    """Bounds with every option the job sets, to check them against the watermark's type."""
-    spec = job.source
-    window = None if spec.lookback is None else (None, spec.lookback)  # type, not anchor
-    return Bounds(settle=spec.settle, window=window)
-
-
+cli.add_command(validate)
+cli.add_command(preview_command)
 cli.add_command(reset)
 cli.add_command(accept)
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import ArgumentError
 from akkiosync.akkio import DEFAULT_BASE_URL
 from akkiosync.errors import ConfigError, JobNotFoundError
 from akkiosync.lock import locks_dir
-from akkiosync.mapping import FieldType
+from akkiosync.mapping import FieldType, OnBadValue
 from akkiosync.redact import redact, register_secret
 from akkiosync.schedule import Schedule, parse_duration, parse_schedule
 
@@ -205,16 +205,36 @@ class SourceSpec(_Model):
 
 
 class TargetSpec(_Model):
-    """The Akkio dataset rows go to: created by name on the first run, or an existing id."""
+    """The Akkio dataset rows go to: created by name on the first run, or an existing one (by
+    id, or by name with ``adopt``), whose own field names and types the job then writes."""
 
     dataset: str | None = None
     dataset_id: str | None = None
+    adopt: bool = False  # `dataset` names a dataset that exists: write into it, never create
+    # A dataset that already holds rows when the job first writes into it: refuse, or append.
+    existing_rows: Literal["fail", "append"] = "fail"
 
     @model_validator(mode="after")
     def _one_target(self) -> TargetSpec:
         if (self.dataset is None) == (self.dataset_id is None):
             raise ValueError("give exactly one of 'dataset' or 'dataset_id'")
+        if self.adopt and self.dataset is None:
+            raise ValueError(
+                "adopt: true goes with 'dataset' (a 'dataset_id' always names an existing dataset)"
+            )
         return self
+
+    @property
+    def existing(self) -> bool:
+        """Whether the job writes into a dataset that exists before its first run."""
+        return self.adopt or self.dataset_id is not None
+
+    @property
+    def identity(self) -> str:
+        """The dataset as the job file names it; two jobs with one identity write one dataset."""
+        if self.dataset_id is not None:
+            return f"dataset_id {self.dataset_id}"
+        return f"dataset {self.dataset!r}"
 
 
 class ColumnsSpec(_Model):
@@ -224,6 +244,8 @@ class ColumnsSpec(_Model):
     exclude: tuple[str, ...] = ()
     rename: dict[str, str] = Field(default_factory=dict)
     types: dict[str, FieldType] = Field(default_factory=dict)
+    # An extra date field holding when the run read the row: tells versions apart in Akkio.
+    synced_at: Annotated[str, Field(min_length=1)] | None = None
 
 
 class AlertsSpec(_Model):
@@ -250,6 +272,11 @@ class Job(_Model):
     target: TargetSpec
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     on_mismatch: Literal["fail", "resend"] = "fail"
+    # A value its field cannot hold (infinity, a year past 9999, NaN, 7.9 in an integer field):
+    # fail the run before its batch is sent, or send null and warn.
+    on_bad_value: OnBadValue = "fail"
+    # append: every new version of a row is appended; replace: each run a whole new dataset.
+    mode: Literal["append", "replace"] = "append"
     columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
     run_on_start: bool = False  # the daemon runs the job once when it starts (or loads it)
     alerts: AlertsSpec | None = None
@@ -264,6 +291,22 @@ class Job(_Model):
             return value
         # A mapping would otherwise build a Schedule field by field, skipping parse_schedule.
         raise ValueError('must be a cron expression or an interval such as "30s", "5m", "1h"')
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> Job:
+        if self.mode == "replace" and self.target.dataset_id is not None:
+            raise ValueError(
+                "mode: replace makes a new dataset at every run: give target.dataset (a name), "
+                "not target.dataset_id"
+            )
+        if self.mode == "replace" and self.target.adopt:
+            raise ValueError(
+                "mode: replace makes a new dataset at every run and deletes the previous one: "
+                "it cannot adopt an existing dataset (target.adopt)"
+            )
+        if self.mode == "replace" and self.source.lookback is not None:
+            raise ValueError("mode: replace reads the whole source at every run: drop lookback")
+        return self
 
 
 _VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -365,6 +408,7 @@ def load_jobs(config_dir: Path, env: Mapping[str, str] | None = None) -> list[Jo
     jobs: list[Job] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
+    targets: dict[str, Path] = {}  # one writer per dataset
     for path in job_files(config_dir):
         try:
             job = load_job_file(path, env)
@@ -376,11 +420,24 @@ def load_jobs(config_dir: Path, env: Mapping[str, str] | None = None) -> list[Jo
                 f"{path}: name: job name {job.name!r} is already used by {seen[job.name]}"
             )
             continue
+        if (owner := targets.get(job.target.identity)) is not None:
+            problems.append(shared_target(path, job, owner))
+            continue
         seen[job.name] = path
+        targets[job.target.identity] = path
         jobs.append(job)
     if problems:
         raise ConfigError("\n".join(problems))
     return jobs
+
+
+def shared_target(path: Path, job: Job, owner: Path) -> str:
+    """The problem of a job file whose target the job file ``owner`` already writes."""
+    return (
+        f"{path}: target: {job.target.identity} is also the target of {owner}: one job per "
+        "dataset (exactly once can only be checked for a dataset one job writes); give one "
+        "of them another target"
+    )
 
 
 def select_jobs(jobs: list[Job], names: tuple[str, ...]) -> list[Job]:

@@ -2,7 +2,8 @@
 
 The main thread watches ``<config>/jobs`` (a look every ``reload_interval`` seconds, or at
 once on SIGHUP): an added or edited file is validated and rescheduled, a removed one
-unscheduled; an invalid edit is logged and the previous version of that job keeps running.
+unscheduled; an invalid edit is logged and the previous version of that job keeps running. A
+file whose job name or target dataset a loaded file already has is invalid (one writer each).
 Runs happen in the scheduler's worker threads, each with the job definition it started with.
 SIGTERM/SIGINT stop new runs and let each run in flight commit its current batch; a second
 signal exits at once (the exactly-once protocol makes that safe).
@@ -22,10 +23,11 @@ from pathlib import Path
 from types import FrameType
 
 from akkiosync.alerts import Alerter, previous_status
-from akkiosync.config import Job, environment, job_files, load_job_file
+from akkiosync.config import Job, environment, job_files, load_job_file, shared_target
 from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.metrics import HealthServer, Metrics
-from akkiosync.runner import Runner, utc_now
+from akkiosync.results import utc_now
+from akkiosync.runner import Runner
 from akkiosync.scheduler import Scheduler
 from akkiosync.state import Store
 
@@ -169,6 +171,9 @@ class Daemon:
         if (owner := self._owner(job.name, besides=path)) is not None:
             self._reject(path, stamp, f"{path}: name: {job.name!r} is already used by {owner}")
             return
+        if (owner := self._target_owner(job, besides=path)) is not None:
+            self._reject(path, stamp, shared_target(path, job, owner))  # one writer per dataset
+            return
         old_name = previous[2] if previous else None
         self._files[path] = (*stamp, job.name)
         if old_name is not None and old_name != job.name:
@@ -186,6 +191,14 @@ class Daemon:
 
     def _owner(self, name: str, besides: Path | None = None) -> Path | None:
         return next((p for p, (*_, n) in self._files.items() if n == name and p != besides), None)
+
+    def _target_owner(self, job: Job, besides: Path) -> Path | None:
+        """The file of another loaded job that writes ``job``'s dataset."""
+        for path, (*_, name) in self._files.items():
+            other = self._jobs.get(name) if name is not None and path != besides else None
+            if other is not None and other.target.identity == job.target.identity:
+                return path
+        return None
 
     def _put(self, job: Job, *, new: bool) -> None:
         old = self._jobs.get(job.name)

@@ -1,5 +1,8 @@
 """The dataset a job writes to: created (or adopted) once, pinned with its schema, checked.
 
+An existing dataset (``target.dataset_id``, or ``adopt``) is written with its own field names
+and types (``adopt``); a new one gets the schema planned from the source.
+
 Creating a dataset is itself a request whose answer can be lost. Before sending it the job notes
 which datasets of that name already exist; if the answer never arrives, the next run adopts the
 one new dataset of that name instead of creating a second.
@@ -12,15 +15,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from akkiosync.adopt import (
+    adopted_schema,
+    check_existing_rows,
+    check_sole_writer,
+    describe,
+    existing_dataset,
+    mapping_lines,
+    normalised,
+)
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import ColumnsSpec, Job
 from akkiosync.errors import (
     DatasetExistsError,
     DatasetNotFoundError,
     DeliveryMismatchError,
-    SchemaError,
 )
-from akkiosync.mapping import Schema, SourceColumn, plan_schema
+from akkiosync.mapping import SYNCED_AT, Schema, SourceColumn, plan_schema
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
@@ -30,7 +41,12 @@ def planned_schema(job: Job, columns: Sequence[SourceColumn]) -> Schema:
     """The schema a new dataset of this job would get."""
     spec = job.columns
     return plan_schema(
-        columns, include=spec.include, exclude=spec.exclude, rename=spec.rename, types=spec.types
+        columns,
+        include=spec.include,
+        exclude=spec.exclude,
+        rename=spec.rename,
+        types=spec.types,
+        synced_at=spec.synced_at,
     )
 
 
@@ -61,6 +77,19 @@ def schema_drift(spec: ColumnsSpec, pinned: Schema, *, job: str) -> Drift:
     differences: list[str] = []
     for field in pinned.fields:
         column = field.source
+        if column == SYNCED_AT:  # filled by the run, not by a column
+            if spec.synced_at is None:
+                withheld.append(field.name)
+                notices.append(
+                    f"columns.synced_at is no longer set but field {field.name} is in the "
+                    f"dataset's schema: sent as null; `akkiosync reset {job}` to drop the field"
+                )
+            elif spec.synced_at != field.name:
+                differences.append(
+                    f"columns.synced_at names field {spec.synced_at}, but the dataset's schema "
+                    f"has it as field {field.name}: {kept}"
+                )
+            continue
         if column in spec.exclude or (spec.include is not None and column not in spec.include):
             why = (
                 "excluded by the job file"
@@ -74,7 +103,11 @@ def schema_drift(spec: ColumnsSpec, pinned: Schema, *, job: str) -> Drift:
             )
             continue
         name = spec.rename.get(column, column)
-        if name != field.name:
+        # An existing dataset's field may match its column by normalised name, no rename
+        # needed (`Customer ID` fed by customer_id): only a rename the job file names differs.
+        if name != field.name and (
+            column in spec.rename or normalised(column) != normalised(field.name)
+        ):
             differences.append(
                 f"column {column} becomes field {name} in the job file, but the dataset's "
                 f"schema has it as field {field.name}: {kept}"
@@ -90,8 +123,14 @@ def schema_drift(spec: ColumnsSpec, pinned: Schema, *, job: str) -> Drift:
         f"column {column} is in the job file's columns.include, but the dataset's schema has "
         f"no field for it, so it is not sent; `akkiosync reset {job}` to re-plan"
         for column in spec.include or ()
-        if column not in pinned_columns and column not in spec.exclude
+        # unsent: an adopted dataset had no field for it, as its pinning warned
+        if column not in pinned_columns and column not in spec.exclude + pinned.unsent
     )
+    if spec.synced_at is not None and SYNCED_AT not in pinned_columns:
+        differences.append(
+            f"columns.synced_at: field {spec.synced_at} is not in the dataset's schema (set "
+            f"after its first run), so it is not sent; `akkiosync reset {job}` to re-plan"
+        )
     return Drift(tuple(withheld), tuple(differences), tuple(notices))
 
 
@@ -123,20 +162,23 @@ def pinned_dataset(
             ) from None
         return state.dataset_id, Schema.from_json(state.schema_json), info.rows
 
-    schema = planned_schema(job, columns)
     rows_at_pin: int | None = None
-    if job.target.dataset_id is not None:
-        info = client.get_dataset(job.target.dataset_id)
-        theirs = {f.name for f in info.fields}
-        ours = {f.name for f in schema.fields}
-        if theirs and theirs != ours:
-            raise SchemaError(
-                f"dataset {info.id} has fields {sorted(theirs)} but this job would send "
-                f"{sorted(ours)}; adjust columns.include/exclude/rename"
-            )
-        dataset_id, name, rows_at_pin = info.id, info.name, info.rows
+    existing = existing_dataset(job, client)  # target.dataset_id, or adopt: true
+    if existing is not None:
+        check_sole_writer(job.name, existing.id, store)
+        adoption = adopted_schema(job, columns, existing)  # its fields, their names and types
+        check_existing_rows(job, existing)
+        schema = adoption.schema
+        logger.info(
+            "job %s: writes into %s: %s",
+            job.name, describe(existing), "; ".join(mapping_lines(schema)),
+        )  # fmt: skip
+        for warning in adoption.warnings:  # said once: later runs follow the pinned schema
+            logger.warning("job %s: %s", job.name, warning)
+        dataset_id, name, rows_at_pin = existing.id, existing.name, existing.rows
     else:
         assert job.target.dataset is not None  # noqa: S101 - config requires one of the two
+        schema = planned_schema(job, columns)
         dataset_id, name = _create(job.name, job.target.dataset, store, client, clock)
     store.pin_dataset(
         job.name, dataset_id, name, schema.to_json(), clock(), rows_at_pin=rows_at_pin or 0
@@ -170,7 +212,8 @@ def _create(
             f"job {job}: dataset {name!r} already exists ({', '.join(taken)}) but the checkpoint "
             "store has no record of this job writing to it (a lost, emptied or new state "
             "file?), and creating another would send every row again beside it. To write into "
-            f"it: replace target.dataset with `dataset_id: {taken[0]}` and set "
+            f"it: add `adopt: true` under target (or replace target.dataset with `dataset_id: "
+            f"{taken[0]}`), and if it holds rows, `existing_rows: append` with "
             "source.initial_watermark past the rows it already holds (else they are sent "
             f"again). To create a new dataset of the same name anyway: `akkiosync sync {job} "
             "--new-dataset`, or give target.dataset another name"

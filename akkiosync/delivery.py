@@ -58,7 +58,9 @@ class ReconcilePolicy:
 
 
 class Delivery:
-    """Sends one job's batches to one dataset, exactly once."""
+    """Sends one job's batches to one dataset, exactly once: to the job's own dataset, or
+    (``refresh``) to the new dataset of its full refresh, whose batches and expected count are
+    the refresh's (``mode: replace``)."""
 
     def __init__(
         self,
@@ -72,8 +74,10 @@ class Delivery:
         clock: Callable[[], dt.datetime],
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[], None] = lambda: None,
+        refresh: bool = False,
     ) -> None:
         self._store = store
+        self._refresh = refresh
         self._client = client
         self._job = job
         self._dataset_id = dataset_id
@@ -115,9 +119,9 @@ class Delivery:
         """After the run's last batch: the dataset's count must be what the job delivered.
 
         A count below the expected one is read again until it matches or the landing grace
-        has passed (Akkio may count lazily); then a difference raises ``DeliveryMismatchError`` (or, with ``on_mismatch:
-        resend``, is logged)."""
-        expected = self._store.job_state(self._job).rows_expected
+        has passed (Akkio may count lazily); then a difference raises ``DeliveryMismatchError``
+        (or, with ``on_mismatch: resend``, is logged)."""
+        expected = self._expected()
         count = self._count()
         waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
         while count < expected and waited < self._policy.grace:  # lazy counts only lag
@@ -189,6 +193,9 @@ class Delivery:
         self.rows_before = intent.rows_before + intent.rows
 
     def _commit(self, intent: Intent) -> None:
+        if self._refresh:
+            self._store.commit_refresh_batch(self._job, intent.cursor_after, intent.rows)
+            return
         extra = json.loads(intent.ledger_json) if intent.ledger_json else {}
         self._store.commit_batch(
             self._job,
@@ -202,9 +209,16 @@ class Delivery:
     def _count(self) -> int:
         return self._client.get_dataset(self._dataset_id).rows
 
+    def _expected(self) -> int:
+        """The dataset's row count if the job alone wrote to it."""
+        if not self._refresh:
+            return self._store.job_state(self._job).rows_expected
+        refresh = self._store.refresh(self._job)
+        return 0 if refresh is None else refresh.rows_sent  # a new dataset starts empty
+
     def _check(self, count: int, when: str) -> None:
         """The dataset's count against the job's expected count: equal, or loud."""
-        expected = self._store.job_state(self._job).rows_expected
+        expected = self._expected()
         if count == expected:
             return
         message = (

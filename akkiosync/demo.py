@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import load_jobs
 from akkiosync.emulator import Emulator, FaultPlan, serve
-from akkiosync.runner import Runner, RunResult
+from akkiosync.results import RunResult
+from akkiosync.runner import Runner
 from akkiosync.state import Store
 
 DEMO_API_KEY = "demo-key"

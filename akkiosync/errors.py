@@ -12,8 +12,9 @@ same thing is tried again later; the others will not. ``exit_code`` is what the 
     ├── BadValueError              a source value does not fit its dataset field
     ├── StateError                 the checkpoint store is unusable
     ├── JobBusyError               another process holds the job's lock: nothing was changed
-    ├── DatasetExistsError         the store has no record of the job, yet a dataset of its
-    │                              target name exists: adopt it, or create one deliberately
+    ├── DatasetExistsError         the target dataset is already in use (a namesake the store
+    │                              has no record of, rows already there, another job's):
+    │                              adopt it, append to it or create one, deliberately
     ├── DeliveryMismatchError      the dataset's row count fits neither "landed" nor "not
     │                              landed": an operator must decide (see delivery)
     └── AkkioError                 Akkio's API failed; maybe_landed: it may have been applied
@@ -94,9 +95,10 @@ class JobBusyError(AkkioSyncError):
 
 
 class DatasetExistsError(AkkioSyncError):
-    """A first run found a dataset of the job's target name although the checkpoint store has
-    no record of the job (a lost or new state file): creating another would resend everything
-    beside the rows already there, so the run stops until an operator chooses."""
+    """A first run found its target already in use: a dataset of the job's target name although
+    the checkpoint store has no record of the job (a lost or new state file), an existing
+    dataset that already holds rows, or one another job of the store writes. Going on would
+    resend rows beside the ones there, so the run stops until an operator chooses."""
 
 
 class DeliveryMismatchError(AkkioSyncError):

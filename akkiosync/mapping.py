@@ -2,27 +2,28 @@
 
 Pure: no I/O. The schema is planned once, when the dataset is created, and pinned; after that
 every record carries exactly the schema's keys, and each field's values keep one JSON type
-(``type-stable``): the converter is chosen per field from its type, not per value. A value
-its field cannot hold unchanged (7.9 in an integer field) raises ``BadValueError``.
+(``type-stable``): the converter is chosen per field from its type and its column, not per
+value (``convert``). A value its field cannot hold unchanged (7.9 in an integer field,
+PostgreSQL's ``infinity`` in a date field) raises ``BadValueError``, or is sent as null and
+counted (``on_bad_value: null``).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
-import math
-import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
 
+from akkiosync.convert import Converter, Interval, UnfitError, converter
 from akkiosync.errors import BadValueError, ConfigError, SchemaError
 
-FieldType = Literal["integer", "float", "string", "category", "date"]
+# ``boolean`` is a category field (Akkio has no boolean type) whose values are JSON true/false.
+FieldType = Literal["integer", "float", "string", "category", "date", "boolean"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
-Converter = Callable[[Any], Any]
+OnBadValue = Literal["fail", "null"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class SourceColumn:
     python_type: type | None
     sql_type: str = ""
     utc: bool = False  # its naive timestamps are UTC (MySQL TIMESTAMP, read in a UTC session)
+    # The field type its SQL type calls for where its Python type would mislead: a MySQL
+    # TINYINT(1) is a boolean, an ENUM a category, PostgreSQL's money a number.
+    field_type: FieldType | None = None
+    fraction: bool = False  # its times hold fractions of a second: always six digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +49,35 @@ class DatasetField:
     type: FieldType
 
 
+# The ``source`` of the field ``columns.synced_at`` adds: no column (no SQL database allows an
+# empty column name) but the time the run read the row.
+SYNCED_AT = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Schema:
-    """The pinned list of fields a dataset receives, in order."""
+    """The pinned list of fields a dataset receives, in order; ``unsent``: source columns an
+    existing dataset had no field for when the job adopted it (warned of once, then)."""
 
     fields: tuple[DatasetField, ...]
+    unsent: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """Text form for the checkpoint store."""
-        return json.dumps([[f.name, f.source, f.type] for f in self.fields])
+        fields = [[f.name, f.source, f.type] for f in self.fields]
+        # The plain list when nothing was left out: what stores written before `unsent` hold.
+        return json.dumps(
+            {"fields": fields, "unsent": list(self.unsent)} if self.unsent else fields
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Schema:
         """The inverse of ``to_json``."""
-        return cls(tuple(DatasetField(n, s, cast(FieldType, t)) for n, s, t in json.loads(text)))
+        data = json.loads(text)
+        fields, unsent = (data["fields"], data["unsent"]) if isinstance(data, dict) else (data, ())
+        return cls(
+            tuple(DatasetField(n, s, cast(FieldType, t)) for n, s, t in fields), tuple(unsent)
+        )
 
 
 def field_type_for(python_type: type | None) -> FieldType:
@@ -65,14 +85,20 @@ def field_type_for(python_type: type | None) -> FieldType:
     if python_type is None:
         return "string"
     if issubclass(python_type, bool):
-        return "category"
+        return "boolean"
     if issubclass(python_type, int):
         return "integer"
-    if issubclass(python_type, float | Decimal | dt.timedelta):
+    if issubclass(python_type, float | Decimal | dt.timedelta | Interval):
         return "float"
     if issubclass(python_type, dt.date):  # datetime too
         return "date"
     return "string"
+
+
+def akkio_type(field_type: FieldType) -> str:
+    """The type Akkio gives a field of this type: it has no boolean, true/false make a
+    category."""
+    return "category" if field_type == "boolean" else field_type
 
 
 def plan_schema(
@@ -82,8 +108,10 @@ def plan_schema(
     exclude: Sequence[str] = (),
     rename: Mapping[str, str] | None = None,
     types: Mapping[str, str] | None = None,
+    synced_at: str | None = None,
 ) -> Schema:
-    """Choose the dataset's fields from the source columns and the job's overrides."""
+    """Choose the dataset's fields from the source columns and the job's overrides;
+    ``synced_at`` names a last, date field that holds when the run read each row."""
     rename, types = rename or {}, types or {}
     known = [c.name for c in columns]
     for option, names in (("include", include or ()), ("exclude", exclude), ("rename", rename)):
@@ -102,7 +130,9 @@ def plan_schema(
         DatasetField(
             rename.get(c.name, c.name),
             c.name,
-            cast(FieldType, types[c.name]) if c.name in types else field_type_for(c.python_type),
+            cast(FieldType, types[c.name])
+            if c.name in types
+            else c.field_type or field_type_for(c.python_type),
         )
         for c in chosen
     )
@@ -110,6 +140,13 @@ def plan_schema(
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise ConfigError(f"columns.rename: two columns would both become {', '.join(doubled)}")
+    if synced_at is not None:
+        if synced_at in names:
+            raise ConfigError(
+                f"columns.synced_at: field {synced_at} is already a column's field; choose "
+                "another name"
+            )
+        fields += (DatasetField(synced_at, SYNCED_AT, "date"),)
     return Schema(fields)
 
 
@@ -121,8 +158,9 @@ def new_columns(
     exclude: Sequence[str] = (),
 ) -> list[str]:
     """Source columns the job would send but the pinned schema lacks (added since it was
-    pinned); columns the job leaves out on purpose are not reported."""
-    sent = {f.source for f in schema.fields}
+    pinned); columns the job leaves out on purpose, or the dataset had no field for when it
+    was adopted, are not reported."""
+    sent = {f.source for f in schema.fields}.union(schema.unsent)
     return [
         c.name
         for c in columns
@@ -130,112 +168,39 @@ def new_columns(
     ]
 
 
-def _finite(value: float) -> float | None:
-    # JSON has no NaN or infinity, and Akkio would reject them: they become null.
-    return value if math.isfinite(value) else None
-
-
-def _to_integer(value: Any) -> Any:
-    if isinstance(value, str):  # numeric text (SQLite lets an INTEGER column hold any text)
-        value = Decimal(value.strip())  # decimal.InvalidOperation is an ArithmeticError
-    # Decimal.is_finite, not math.isfinite: the latter raises on a signalling NaN.
-    if isinstance(value, Decimal) and not value.is_finite():
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, float | Decimal) and value != int(value):
-        raise ValueError("a fraction does not fit an integer field")
-    return int(value)
-
-
-def _to_float(value: Any) -> Any:
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, Decimal) and not value.is_finite():
-        return None
-    try:
-        return _finite(float(value))
-    except OverflowError:  # an int past float's range: null, as Decimal("1E+400") becomes
-        return None
-
-
-def _to_string(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dt.datetime):
-        return _utc(value).isoformat()
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Decimal) and not value.is_finite():
-        return None
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return str(value)
-
-
-def _to_category(value: Any) -> Any:
-    return value if isinstance(value, bool) else _to_string(value)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # An aware timestamp is an instant: its offset is the reading session's time zone, not
-    # data (PostgreSQL shows timestamptz in the session's zone). UTC makes the text the same
-    # whatever that zone was.
-    return value.astimezone(dt.UTC) if value.utcoffset() is not None else value
-
-
-def _to_date(value: Any) -> Any:
-    # ISO 8601: aware timestamps in UTC with their offset, naive ones naive and unshifted.
-    if isinstance(value, dt.datetime):
-        return _utc(value).isoformat()
-    return value.isoformat() if isinstance(value, dt.date | dt.time) else _to_string(value)
-
-
-def _to_utc_date(value: Any) -> Any:
-    # A naive timestamp known to be UTC (MySQL TIMESTAMP read in a UTC session).
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return _to_date(value)
-
-
-_CONVERTERS: dict[str, Converter] = {
-    "integer": _to_integer,
-    "float": _to_float,
-    "string": _to_string,
-    "category": _to_category,
-    "date": _to_date,
-}
-
-
 _SHOWN = 80  # characters of a bad value shown in an error
 
 
 class RecordMapper:
-    """Turns source rows (tuples in ``column_names`` order) into records for the dataset."""
+    """Turns source rows (tuples in ``columns`` order) into records for the dataset."""
 
     def __init__(
         self,
         schema: Schema,
-        column_names: Sequence[str],
+        columns: Sequence[SourceColumn | str],
         utc_columns: Collection[str] = (),
         *,
         key: Sequence[str] = (),
         withheld: Collection[str] = (),
         job: str = "JOB",
+        synced_at: dt.datetime | None = None,
+        on_bad_value: OnBadValue = "fail",
     ) -> None:
-        """``utc_columns``: columns whose naive timestamps are UTC and are sent as such;
+        """``columns``: the source's columns in row order (a bare name: a column of unknown
+        type); ``utc_columns``: more columns whose naive timestamps are UTC;
         ``key``: the columns that name a row in errors (the key, else the watermark);
         ``withheld``: fields always sent as null, their values never read; ``job``: the job's
-        name, for the remedy an error suggests."""
-        position = {name: i for i, name in enumerate(column_names)}
+        name, for the remedy an error suggests; ``synced_at``: when the run read the rows, the
+        value of the ``SYNCED_AT`` field (null without it); ``on_bad_value``: what a value
+        that does not fit its field does, fail the batch or become null (``nulled`` counts
+        those by column)."""
+        described = [SourceColumn(c, None) if isinstance(c, str) else c for c in columns]
+        by_name = {c.name: c for c in described}
+        position = {c.name: i for i, c in enumerate(described)}
         missing = [
-            f.source for f in schema.fields if f.source not in position and f.name not in withheld
+            f.source
+            for f in schema.fields
+            if f.source not in position and f.name not in withheld and f.source != SYNCED_AT
         ]
         if missing:
             raise SchemaError(
@@ -245,15 +210,32 @@ class RecordMapper:
         self._fields = schema.fields
         self._key = [(name, position[name]) for name in key if name in position]
         self._job = job
+        self._fail = on_bad_value == "fail"
+        self.nulled: dict[str, int] = {}  # values sent as null under on_bad_value: null
+        # One text form for every run: ISO 8601 in UTC, to the microsecond.
+        read_at = (
+            None
+            if synced_at is None
+            else synced_at.astimezone(dt.UTC).isoformat("T", "microseconds")
+        )
+        self._filled = {
+            f.name: read_at
+            for f in schema.fields
+            if f.source == SYNCED_AT and f.name not in withheld and read_at is not None
+        }
         self._plan = [
             (f.name, 0, _null)
-            if f.name in withheld
+            if f.name in withheld or f.source == SYNCED_AT
             else (
                 f.name,
                 position[f.source],
-                _to_utc_date
-                if f.type == "date" and f.source in utc_columns
-                else _CONVERTERS[f.type],
+                converter(
+                    f.type,
+                    (column := by_name[f.source]).python_type,
+                    fraction=column.fraction,
+                    utc=column.utc or f.source in utc_columns,
+                    boolean=column.field_type == "boolean",
+                ),
             )
             for f in schema.fields
         ]
@@ -262,47 +244,66 @@ class RecordMapper:
         """One row as a record with exactly the schema's keys; ``BadValueError`` when a value
         does not fit its field."""
         try:
-            return {
+            record = {
                 name: None if (value := row[index]) is None else convert(value)
                 for name, index, convert in self._plan
             }
         except (ValueError, TypeError, ArithmeticError):
-            raise self._bad_value(row) from None
+            if self._fail:
+                raise self._bad_value(row) from None
+            record = self._with_nulls(row)
+        record.update(self._filled)  # in place: the keys keep the schema's order
+        return record
 
     def records(self, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
         """Many rows at once."""
         record = self.record
         return [record(row) for row in rows]
 
+    def _with_nulls(self, row: Sequence[Any]) -> dict[str, Any]:
+        """``row``'s record with null for each value that does not fit, counted in
+        ``nulled`` (one field at a time, off the fast path)."""
+        record: dict[str, Any] = {}
+        for field, (name, index, convert) in zip(self._fields, self._plan, strict=True):
+            value = row[index]
+            if _misfit(convert, value) is None:
+                record[name] = None if value is None else convert(value)
+            else:
+                record[name] = None
+                self.nulled[field.source] = self.nulled.get(field.source, 0) + 1
+        return record
+
     def _bad_value(self, row: Sequence[Any]) -> BadValueError:
         """The error naming the first value of ``row`` that does not fit (found again one field
         at a time, off the fast path)."""
         bad = [
-            (field, row[index])
+            (field, row[index], misfit)
             for field, (_, index, convert) in zip(self._fields, self._plan, strict=True)
-            if not _fits(convert, row[index])
+            if (misfit := _misfit(convert, row[index])) is not None
         ]
         if not bad:  # cannot happen: converters are pure; keep the error anyway
             return BadValueError("a source value does not fit its dataset field")
-        field, value = bad[0]
+        field, value, misfit = bad[0]
         where = ", ".join(f"{name}={_shown(row[i])}" for name, i in self._key) or "unknown"
+        why = f" ({misfit})" if isinstance(misfit, UnfitError) else ""
         return BadValueError(
             f"column {field.source} holds {_shown(value, as_repr=True)} in the row {where}, "
-            f"which does not fit field {field.name} ({field.type}) without being altered; "
-            f"fix the value in the source, or change columns.types for {field.source} and "
+            f"which does not fit field {field.name} ({field.type}) without being altered{why}; "
+            "fix the value in the source, set on_bad_value: null to send null for such "
+            f"values, or change columns.types for {field.source} and "
             f"`akkiosync reset {self._job}` (a new dataset, every row sent again)"
         )
 
 
-def _fits(convert: Converter, value: Any) -> bool:
-    """Whether ``convert`` takes ``value`` (null fits every field)."""
+def _misfit(convert: Converter, value: Any) -> Exception | None:
+    """Why ``convert`` refuses ``value``; None when it takes it (null fits every field)."""
     if value is None:
-        return True
+        return None
     try:
         convert(value)
-    except (ValueError, TypeError, ArithmeticError):
-        return False
-    return True
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        return exc
+    return None
 
 
 def _null(value: Any) -> None:

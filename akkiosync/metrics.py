@@ -30,7 +30,7 @@ from prometheus_client import (
 
 from akkiosync.errors import ConfigError
 from akkiosync.redact import redact
-from akkiosync.runner import ResultStatus, RunResult
+from akkiosync.results import ResultStatus, RunResult
 
 logger = logging.getLogger(__name__)
 RESULTS: tuple[ResultStatus, ...] = ("success", "failed", "skipped")

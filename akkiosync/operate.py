@@ -7,12 +7,15 @@ seconds, or refuses with exit 1 naming the process.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import click
 
 from akkiosync.app import App
-from akkiosync.runner import utc_now
+from akkiosync.errors import DatasetNotFoundError
+from akkiosync.results import utc_now
+from akkiosync.state import Refresh
 
 pass_app = click.make_pass_decorator(App)
 _WAIT = click.option(
@@ -46,7 +49,9 @@ def reset(
         raise click.UsageError("--keep-dataset and --delete-dataset exclude each other")
     with app.job_lock(name, wait, undone="reset", on_wait=_waiting_for(name)), app.store() as store:
         state = store.job_state(name)
-        if state.dataset_id is None and state.cursor_json is None:
+        refresh = store.refresh(name)  # mode: replace: a new dataset, or an old one to delete
+        leftovers = [] if refresh is None else _leftovers(refresh)
+        if state.dataset_id is None and state.cursor_json is None and refresh is None:
             click.echo(f"{name}: nothing to reset")
             return
         what = "its cursor" if keep_dataset else f"dataset {state.dataset_name} {state.dataset_id}"
@@ -63,6 +68,13 @@ def reset(
             with app.client() as client:
                 client.delete_dataset(state.dataset_id)
             click.echo(f"{name}: deleted dataset {state.dataset_id}")
+        for dataset_id in leftovers:
+            if delete_dataset:
+                with app.client() as client, contextlib.suppress(DatasetNotFoundError):
+                    client.delete_dataset(dataset_id)  # gone already: what was wanted
+                click.echo(f"{name}: deleted dataset {dataset_id}, left by a refresh")
+            else:
+                click.echo(f"{name}: dataset {dataset_id}, left by a refresh, stays on Akkio")
         store.reset(name, utc_now())
     click.echo(f"{name}: reset; the next run creates a new dataset and sends every row")
 
@@ -104,6 +116,13 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
             click.confirm(f"Take {count} rows as right for {name}?", abort=True)
         store.accept_count(name, count, utc_now())
     click.echo(f"{name}: accepted; the next run expects {count} rows and goes on from its cursor")
+
+
+def _leftovers(refresh: Refresh) -> list[str]:
+    """The datasets an unfinished refresh would have deleted: its partial one (when its id is
+    known) or the one it replaced."""
+    dataset_id = refresh.previous_id if refresh.phase == "deleting" else refresh.dataset_id
+    return [] if dataset_id is None else [dataset_id]
 
 
 def _waiting_for(job: str) -> Callable[[str], None]:

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from akkiosync.config import Job
 from akkiosync.cursor import Cursor, decode_cursor, lag
+from akkiosync.inferred import warning_texts
 from akkiosync.redact import redact
-from akkiosync.runner import RunResult
+from akkiosync.results import RunResult
 from akkiosync.schedule import parse_duration
 from akkiosync.source import engine_url, make_source
-from akkiosync.state import RunRecord, Store
+from akkiosync.state import Refresh, RunRecord, Store
 
 POLL_INTERVAL = 1.0  # seconds between looks at the store when following the history
 PROBE_TIMEOUT = 5  # seconds to connect to a source when measuring lag
@@ -97,6 +98,9 @@ class JobStatus:
     lag: float | None = None
     lag_unit: Literal["seconds", "watermark"] | None = None
     lag_error: str | None = None  # why the lag is unknown: the source could not be read
+    type_warnings: tuple[str, ...] = ()  # fields Akkio typed otherwise than planned
+    replaced_at: datetime | None = None  # mode: replace: when the dataset became the job's
+    refresh: str | None = None  # a refresh under way, or left by a killed run
 
 
 def job_statuses(
@@ -133,9 +137,25 @@ def job_statuses(
                 lag=measured,
                 lag_unit=None if measured is None else _lag_unit(cursors[name]),
                 lag_error=why,
+                type_warnings=warning_texts(name, state.type_warnings_json if state else None),
+                replaced_at=state.replaced_at if state else None,
+                refresh=_refresh_text(store.refresh(name)),
             )
         )
     return statuses
+
+
+def _refresh_text(refresh: Refresh | None) -> str | None:
+    """A refresh under way (or left by a killed run, which the next run finishes), readable."""
+    if refresh is None:
+        return None
+    if refresh.phase == "deleting":
+        return f"refresh done; dataset {refresh.previous_id}, which it replaced, is to be deleted"
+    into = f" into dataset {refresh.dataset_id}" if refresh.dataset_id else ""
+    return (
+        f"refresh since {_when(refresh.started_at)}{into}: {refresh.rows_sent} rows so far; "
+        "unfinished ones are deleted by the next run"
+    )
 
 
 def _lag_of(job: Job, cursor: Cursor) -> tuple[float | None, str | None]:
@@ -197,6 +217,13 @@ def status_lines(
     ]
     lines += table_lines([*header, *(["LAG"] if with_lag else [])], rows)
     lines += [f"{s.job}: last error: {s.last_error}" for s in statuses if s.last_status == "failed"]
+    lines += [f"{s.job}: type warning: {w}" for s in statuses for w in s.type_warnings]
+    lines += [
+        f"{s.job}: dataset {s.dataset} ({s.dataset_id}) replaced at {_when(s.replaced_at)}"
+        for s in statuses
+        if s.replaced_at and s.dataset_id
+    ]
+    lines += [f"{s.job}: {s.refresh}" for s in statuses if s.refresh]
     return lines + [f"{s.job}: lag unknown: {s.lag_error}" for s in statuses if s.lag_error]
 
 

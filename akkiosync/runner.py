@@ -8,14 +8,12 @@ behind. A source connection that drops mid-run is reopened from the last checkpo
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
@@ -24,47 +22,20 @@ from akkiosync.dataset import pinned_dataset, schema_drift
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
 from akkiosync.identity import CursorColumns, check_cursor_columns
+from akkiosync.inferred import check_inferred_types
 from akkiosync.lock import JobLock
 from akkiosync.logcontext import job_context
 from akkiosync.lookback import Ledger, later
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
 from akkiosync.redact import redact
+from akkiosync.refresh import Refresher
+from akkiosync.results import Clock, RunResult, utc_now
 from akkiosync.source import Bounds, Source, coerce, make_source
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
-Clock = Callable[[], dt.datetime]
-ResultStatus = Literal["success", "failed", "skipped"]
 SOURCE_ATTEMPTS = 3  # reopen a dropped source connection this many times per run
-
-
-def utc_now() -> dt.datetime:
-    """The default clock."""
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """What one run did (``skipped``: another process was running the job)."""
-
-    job: str
-    run_id: int | None
-    status: ResultStatus
-    rows_read: int = 0
-    rows_sent: int = 0
-    batches: int = 0
-    dataset_id: str | None = None
-    cursor_before: str | None = None
-    cursor_after: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    rows_skipped: int = 0  # rows with a NULL watermark, never read
-    lag: float | None = None  # the cursor's distance to the newest watermark (measure_lag)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
 
 
 @dataclass
@@ -76,6 +47,7 @@ class _Progress:
     dataset_id: str | None = None
     rows_skipped: int = 0
     lag: float | None = None
+    nulled: dict[str, int] = dataclasses.field(default_factory=dict)  # on_bad_value: null
 
 
 class Runner:
@@ -148,6 +120,13 @@ class Runner:
         except Exception as exc:
             logger.exception("job %s: run %d crashed", job.name, run_id)
             error = redact(f"internal error: {exc!r}")
+        if progress.nulled:  # once per run, whether it ended well or not
+            logger.warning(
+                "job %s: run %d sent %d value(s) as null that their fields cannot hold "
+                "(on_bad_value: null): %s",
+                job.name, run_id, sum(progress.nulled.values()),
+                ", ".join(f"{column} ({n})" for column, n in sorted(progress.nulled.items())),
+            )  # fmt: skip
         self._store.finish_run(
             run_id,
             status="failed" if error else "success",
@@ -187,6 +166,14 @@ class Runner:
     def _sync(self, job: Job, run_id: int, progress: _Progress) -> None:
         with make_source(job.source) as source:
             columns = source.columns()
+            read_at = self._clock()  # columns.synced_at: when this run read its rows
+            if job.mode == "replace":  # a full refresh into a new dataset: refresh.py
+                progress.rows_skipped = self._null_cursor_rows(job, source)
+                self._refresher(job).run(job, run_id, source, columns, progress, read_at)
+                if self._measure_lag:
+                    progress.lag = self._lag(source, progress.cursor_json)
+                return
+            self._refresher(job).settle(job.name)  # left by a killed run in mode: replace
             self._check_cursor_columns(job, columns)
             dataset_id, schema, rows = pinned_dataset(
                 job, columns, self._store, self._client, self._clock
@@ -203,29 +190,20 @@ class Runner:
                     "job %s: source column(s) %s are not in the dataset's schema and are not sent",
                     job.name, ", ".join(added),
                 )  # fmt: skip
-            delivery = Delivery(
-                self._store,
-                self._client,
-                job=job.name,
-                dataset_id=dataset_id,
-                policy=dataclasses.replace(self._reconcile, on_mismatch=job.on_mismatch),
-                retry=self._retry,
-                clock=self._clock,
-                sleep=self._sleep,
-                on_retry=self._on_retry,
-            )
+            delivery = self._delivery(job, dataset_id)
             delivery.recover(rows)  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
             progress.rows_skipped = self._null_cursor_rows(job, source)
-            utc = {c.name for c in columns if c.utc}
             mapper = RecordMapper(
                 schema,
-                [c.name for c in columns],
-                utc,
+                columns,
                 key=job.source.key or (job.source.watermark,),
                 withheld=drift.withheld,
                 job=job.name,
+                synced_at=read_at,
+                on_bad_value=job.on_bad_value,
             )
+            progress.nulled = mapper.nulled  # counted as batches are mapped
             initial = job.source.initial_watermark
             since = None if initial is None else coerce(initial, source.watermark())
             for attempt in range(1, SOURCE_ATTEMPTS + 1):
@@ -248,6 +226,32 @@ class Runner:
                 delivery.verify()  # the dataset holds exactly what the job delivered, or loud
             if self._measure_lag:
                 progress.lag = self._lag(source, progress.cursor_json)
+
+    def _delivery(self, job: Job, dataset_id: str, *, refresh: bool = False) -> Delivery:
+        """The exactly-once delivery of ``job``'s batches to ``dataset_id``."""
+        return Delivery(
+            self._store,
+            self._client,
+            job=job.name,
+            dataset_id=dataset_id,
+            policy=dataclasses.replace(self._reconcile, on_mismatch=job.on_mismatch),
+            retry=self._retry,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_retry=self._on_retry,
+            refresh=refresh,
+        )
+
+    def _refresher(self, job: Job) -> Refresher:
+        return Refresher(
+            self._store,
+            self._client,
+            delivery=lambda dataset_id: self._delivery(job, dataset_id, refresh=True),
+            clock=self._clock,
+            sleep=self._sleep,
+            stop=self._stop,
+            grace=self._reconcile.grace,
+        )
 
     def _check_cursor_columns(self, job: Job, columns: Sequence[SourceColumn]) -> None:
         """Fail before reading when the job's watermark or key no longer fit its cursor."""
@@ -313,6 +317,10 @@ class Runner:
                 "job %s: run %d batch %d: %d rows sent (cursor %s)",
                 job.name, run_id, progress.batches, len(records), after.describe(),
             )  # fmt: skip
+            if progress.batches == 1:  # a new dataset's fields are typed by its first rows
+                check_inferred_types(
+                    job.name, progress.dataset_id, self._store, self._client, self._clock
+                )
             if self._stop.is_set():
                 logger.info("job %s: run %d stops early: shutting down", job.name, run_id)
                 return

@@ -55,7 +55,8 @@ from akkiosync.delivery import ReconcilePolicy
 from akkiosync.emulator import Emulator, serve
 from akkiosync.lock import locks_dir
 from akkiosync.pacing import AKKIO_RATE, RetryPolicy, limiter_for
-from akkiosync.runner import Runner, RunResult
+from akkiosync.results import RunResult
+from akkiosync.runner import Runner
 from akkiosync.state import Store
 
 BENCH_RATE = 1e9  # requests per second: Akkio's 5/s would dominate every figure

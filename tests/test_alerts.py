@@ -18,7 +18,7 @@ import pytest
 
 from akkiosync.alerts import Alert, Alerter, alert_for, previous_status
 from akkiosync.config import AlertsSpec, Job
-from akkiosync.runner import ResultStatus, RunResult
+from akkiosync.results import ResultStatus, RunResult
 from akkiosync.state import RunStatus, Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

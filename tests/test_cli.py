@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from akkiosync.akkio import AkkioClient
 from akkiosync.cli import cli
 from akkiosync.emulator import Emulator, EmulatorServer, serve
 from akkiosync.lock import JobLock, locks_dir
@@ -1015,3 +1016,133 @@ class TestSubprocess:
             emulator.terminate()
             emulator.wait(timeout=30)
         assert key not in log.read_text()
+
+
+# -- existing datasets, one writer, inferred types ---------------------------------------------
+
+SHOP_JOB = ORDERS_JOB.replace("  dataset: Orders\n", "  dataset: Shop\n  adopt: true\n")
+SHOP_APPEND = SHOP_JOB.replace("  adopt: true\n", "  adopt: true\n  existing_rows: append\n")
+SHOP_FIELDS = {"ID": 1, "Amount": 2.5, "Status": True, "Created At": "2026-01-01T00:00:00"}
+
+
+@pytest.fixture
+def shop(config_dir: Path, client: AkkioClient) -> str:
+    """An existing dataset ``Shop`` (fields ``ID``, ``Amount``, ``Status``, ``Created At``,
+    one row), and the orders job writing into it by name."""
+    ref = client.create_dataset("Shop")
+    client.add_rows(ref.id, [SHOP_FIELDS])
+    (config_dir / "jobs" / "orders.yaml").write_text(SHOP_APPEND)
+    return ref.id
+
+
+def assert_error_line(result: Result, code: int, *fragments: str) -> None:
+    """Exit ``code``, an ``error:`` line holding every fragment on stderr, and no traceback."""
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert any(all(f in line for f in fragments) for line in errors), result.stderr
+    assert "Traceback" not in result.output
+
+
+SHOP_MAPPING = [
+    "    id -> ID (integer)",
+    "    amount -> Amount (float)",
+    "    status -> Status (category)",
+    "    created_at -> Created At (date)",
+]
+
+
+class TestValidateMapping:
+    """``validate --connect`` prints how a job maps onto an existing dataset, or why it cannot."""
+
+    def test_prints_mapping(self, run: Invoke, shop: str) -> None:
+        """Each source column and the dataset field it feeds, with the field's type."""
+        result = run("validate", "--connect")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        start = lines.index(f"  source ok; mapped onto dataset Shop ({shop}), 1 row:")
+        assert lines[start + 1 : start + 5] == SHOP_MAPPING
+        assert "1 job(s) valid" in result.stdout
+
+    def test_without_api_key(self, run: Invoke, shop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without AKKIO_API_KEY the mapping is skipped, saying why; validate still passes."""
+        monkeypatch.delenv("AKKIO_API_KEY")
+        result = run("validate", "--connect")
+        assert result.exit_code == 0, result.output
+        assert "the mapping onto dataset Shop needs AKKIO_API_KEY: skipped" in result.stdout
+
+    def test_missing_field(
+        self, run: Invoke, shop: str, client: AkkioClient, config_dir: Path
+    ) -> None:
+        """A dataset field no column feeds: exit 2, naming the field and columns.rename."""
+        ref = client.create_dataset("Regional")
+        client.add_rows(ref.id, [{**SHOP_FIELDS, "Region": "EU"}])
+        job = SHOP_APPEND.replace("dataset: Shop", "dataset: Regional")
+        (config_dir / "jobs" / "orders.yaml").write_text(job)
+        result = run("validate", "--connect")
+        assert_error_line(
+            result, 2, "orders: ", "Region", 'columns.rename: {source_column: "Region"}'
+        )
+
+    def test_rows_need_append(self, run: Invoke, shop: str, config_dir: Path) -> None:
+        """A dataset holding rows without ``existing_rows: append``: exit 2 naming its count."""
+        (config_dir / "jobs" / "orders.yaml").write_text(SHOP_JOB)
+        result = run("validate", "--connect")
+        assert_error_line(result, 2, "orders: ", "1 row", "existing_rows: append")
+
+
+class TestPreviewMapping:
+    """``preview`` of a job writing into an existing dataset shows the mapping."""
+
+    def test_mapping_and_records(self, run: Invoke, shop: str, emulator: Emulator) -> None:
+        """The mapping, then records carrying the dataset's field names; nothing is sent."""
+        result = run("preview", "orders", "--rows", "2")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert lines[:5] == [
+            f"schema (mapped onto dataset Shop ({shop}), 1 row):",
+            *(line.removeprefix("  ") for line in SHOP_MAPPING),
+        ]
+        records = json_lines(result.stdout)
+        assert [r["ID"] for r in records] == [1, 2]
+        assert set(records[0]) == {"ID", "Amount", "Status", "Created At"}
+        assert len(emulator.rows(shop)) == 1
+
+    def test_without_api_key(self, run: Invoke, shop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a key, preview says the mapping needs one and shows the source's schema."""
+        monkeypatch.delenv("AKKIO_API_KEY")
+        result = run("preview", "orders")
+        assert result.exit_code == 0, result.output
+        assert "the mapping onto dataset Shop needs AKKIO_API_KEY" in result.stdout
+        assert [r["id"] for r in json_lines(result.stdout)] == [1, 2, 3, 4, 5]
+
+
+class TestOneWriterCli:
+    """Two job files writing one dataset are a configuration error."""
+
+    def test_validate_names_both_files(self, run: Invoke, config_dir: Path) -> None:
+        """``validate`` exits 2 naming the target and both files; nothing else runs either."""
+        first = config_dir / "jobs" / "orders.yaml"
+        second = config_dir / "jobs" / "orders_eu.yaml"
+        second.write_text(ORDERS_JOB)
+        assert_config_error(
+            run("validate"), f"error: {second}: target: dataset 'Orders'", f"target of {first}"
+        )
+        assert_config_error(run("sync", "orders"), f"target of {first}")
+
+
+class TestTypeWarningsInStatus:
+    """Where Akkio typed a new dataset's field otherwise than planned, ``status`` says so."""
+
+    def test_null_first_batch(self, run: Invoke, db_url: str) -> None:
+        """``amount`` NULL in the whole first batch: Akkio makes it a string; status shows the
+        warning as a line and in its JSON."""
+        execute(db_url, f"UPDATE orders SET amount = NULL WHERE id <= {BATCH_SIZE}")
+        assert run("sync").exit_code == 0
+        result = run("status", "--no-lag")
+        assert result.exit_code == 0, result.output
+        (line,) = [x for x in result.stdout.splitlines() if "type warning" in x]
+        assert line.startswith(
+            "orders: type warning: field amount: planned float, Akkio inferred string"
+        )
+        (row,) = json_lines(run("status", "--json", "--no-lag").stdout)
+        assert row["type_warnings"] == [line.removeprefix("orders: type warning: ")]

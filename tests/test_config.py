@@ -190,7 +190,7 @@ class TestJobFiles:
 
     def test_yml_loaded_other_suffixes_ignored(self, config_dir: Path, write_job: WriteJob) -> None:
         """``.yml`` files load; ``.json``, ``.txt``, ``.bak`` and a ``.yaml`` directory do not."""
-        write_job("b.yml", VALID)
+        write_job("b.yml", VALID.replace("dataset: Orders", "dataset: B"))
         write_job("a.yaml", VALID)
         write_job("c.json", "not yaml at all: [")
         write_job("d.txt", "garbage")
@@ -476,7 +476,8 @@ BAD_FILES = [
     ),
     pytest.param(
         VALID + "columns:\n  types: {total: money}\n",
-        "columns.types.total: Input should be 'integer', 'float', 'string', 'category' or 'date'",
+        "columns.types.total: Input should be 'integer', 'float', 'string', 'category', 'date' "
+        "or 'boolean'",
         id="unknown-field-type",
     ),
     pytest.param(
@@ -819,7 +820,7 @@ class TestSelectJobs:
     def jobs(self, config_dir: Path, write_job: WriteJob) -> list[Job]:
         """Three jobs: customers, orders, products."""
         for name in ("orders", "customers", "products"):
-            write_job(f"{name}.yaml", VALID)
+            write_job(f"{name}.yaml", VALID.replace("dataset: Orders", f"dataset: {name}"))
         return load_jobs(config_dir, {})
 
     def test_no_names_means_all(self, jobs: list[Job]) -> None:
@@ -974,3 +975,78 @@ class TestSettings:
     def test_settings_type(self) -> None:
         """load_settings returns Settings."""
         assert isinstance(load_settings(), Settings)
+
+
+class TestTargetOptions:
+    """``target.adopt`` and ``target.existing_rows``: writing into a dataset that exists."""
+
+    def test_defaults(self, config_dir: Path, write_job: WriteJob) -> None:
+        """A job creates its dataset, and refuses one that holds rows, unless told otherwise."""
+        write_job("orders.yaml", VALID)
+        target = only_job(config_dir).target
+        assert (target.adopt, target.existing_rows) == (False, "fail")
+
+    def test_adopt_and_append(self, config_dir: Path, write_job: WriteJob) -> None:
+        """Both keys are read as written."""
+        write_job(
+            "orders.yaml",
+            VALID.replace(
+                "dataset: Orders", "dataset: Orders\n  adopt: true\n  existing_rows: append"
+            ),
+        )
+        target = only_job(config_dir).target
+        assert (target.adopt, target.existing_rows) == (True, "append")
+
+    @pytest.mark.parametrize(
+        ("target", "expected"),
+        [
+            pytest.param(
+                "dataset_id: ds_1\n  adopt: true",
+                "target: adopt: true goes with 'dataset' (a 'dataset_id' always names an "
+                "existing dataset)",
+                id="adopt-with-id",
+            ),
+            pytest.param(
+                "dataset: Orders\n  existing_rows: maybe",
+                "target.existing_rows: Input should be 'fail' or 'append'",
+                id="bad-existing-rows",
+            ),
+        ],
+    )
+    def test_errors(
+        self, config_dir: Path, write_job: WriteJob, target: str, expected: str
+    ) -> None:
+        """Misused target keys are one-line errors naming the file and key."""
+        path = write_job("orders.yaml", VALID.replace("dataset: Orders", target))
+        assert load_error(config_dir) == f"{path}: {expected}"
+
+
+class TestOneWriter:
+    """Two job files may not write one dataset: exactly once is only checkable for one writer."""
+
+    @pytest.mark.parametrize(
+        ("first", "second", "named"),
+        [
+            pytest.param("dataset: Orders", "dataset: Orders", "dataset 'Orders'", id="name"),
+            pytest.param("dataset_id: ds_1", "dataset_id: ds_1", "dataset_id ds_1", id="id"),
+            pytest.param(
+                "dataset: Orders\n  adopt: true", "dataset: Orders", "dataset 'Orders'", id="adopt"
+            ),
+        ],
+    )
+    def test_same_target_refused(
+        self, config_dir: Path, write_job: WriteJob, first: str, second: str, named: str
+    ) -> None:
+        """The second file is refused, naming the target and both files."""
+        one = write_job("a.yaml", VALID.replace("dataset: Orders", first))
+        two = write_job("b.yaml", VALID.replace("dataset: Orders", second))
+        message = load_error(config_dir)
+        assert message.startswith(f"{two}: target: {named} is also the target of {one}")
+        assert "one job per dataset" in message
+
+    def test_different_targets(self, config_dir: Path, write_job: WriteJob) -> None:
+        """Different names, or a name and an id, are different targets."""
+        write_job("a.yaml", VALID)
+        write_job("b.yaml", VALID.replace("dataset: Orders", "dataset: Orders EU"))
+        write_job("c.yaml", VALID.replace("dataset: Orders", "dataset_id: Orders"))
+        assert [j.name for j in load_jobs(config_dir, {})] == ["a", "b", "c"]

@@ -1,4 +1,4 @@
-"""Unit tests for ``akkiosync.mapping``: pure, no database."""
+"""Unit tests for ``akkiosync.mapping`` and ``akkiosync.convert``: pure, no database."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from akkiosync.convert import Interval
 from akkiosync.errors import AkkioSyncError, BadValueError, ConfigError, SchemaError
 from akkiosync.mapping import (
     FIELD_TYPES,
@@ -22,6 +23,7 @@ from akkiosync.mapping import (
     RecordMapper,
     Schema,
     SourceColumn,
+    akkio_type,
     field_type_for,
     new_columns,
     plan_schema,
@@ -39,6 +41,17 @@ def map_one() -> MapOne:
     def convert(value: Any, field_type: FieldType) -> Any:
         schema = Schema((DatasetField("v", "v", field_type),))
         return RecordMapper(schema, ["v"]).record((value,))["v"]
+
+    return convert
+
+
+@pytest.fixture
+def map_or_null() -> MapOne:
+    """Map a single value as ``map_one`` does, under ``on_bad_value: null``."""
+
+    def convert(value: Any, field_type: FieldType) -> Any:
+        schema = Schema((DatasetField("v", "v", field_type),))
+        return RecordMapper(schema, ["v"], on_bad_value="null").record((value,))["v"]
 
     return convert
 
@@ -79,11 +92,12 @@ class TestFieldTypeFor:
     @pytest.mark.parametrize(
         ("python_type", "expected"),
         [
-            (bool, "category"),
+            (bool, "boolean"),
             (int, "integer"),
             (float, "float"),
             (Decimal, "float"),
             (dt.timedelta, "float"),
+            (Interval, "float"),
             (dt.date, "date"),
             (dt.datetime, "date"),
             (dt.time, "string"),
@@ -102,7 +116,7 @@ class TestFieldTypeFor:
 
     def test_bool_is_not_integer(self) -> None:
         """bool is checked before int, although it is an int subclass."""
-        assert field_type_for(bool) == "category"
+        assert field_type_for(bool) == "boolean"
 
     def test_subclasses_follow_their_base(self) -> None:
         """A subclass of a known type maps like its base."""
@@ -131,7 +145,7 @@ class TestPlanSchema:
         assert [(f.name, f.source, f.type) for f in schema.fields] == [
             ("id", "id", "integer"),
             ("amount", "amount", "float"),
-            ("paid", "paid", "category"),
+            ("paid", "paid", "boolean"),
             ("updated_at", "updated_at", "date"),
             ("note", "note", "string"),
             ("blob", "blob", "string"),
@@ -173,6 +187,24 @@ class TestPlanSchema:
         assert by_source["amount"] == "string"
         assert by_source["id"] == "category"
         assert by_source["note"] == "string"
+
+    def test_the_sql_types_field_type_wins_over_the_python_type(self) -> None:
+        """A column's own field type (a TINYINT(1) is a boolean) is planned, and a types
+        override still wins over it."""
+        columns = [
+            SourceColumn("flag", int, "TINYINT(1)", field_type="boolean"),
+            SourceColumn("mood", str, "ENUM", field_type="category"),
+        ]
+        assert [f.type for f in plan_schema(columns).fields] == ["boolean", "category"]
+        overridden = plan_schema(columns, types={"flag": "integer"})
+        assert [f.type for f in overridden.fields] == ["integer", "category"]
+
+    @pytest.mark.parametrize("field_type", FIELD_TYPES)
+    def test_akkio_type(self, field_type: FieldType) -> None:
+        """Akkio has no boolean type: a boolean field is a category there; the rest are
+        Akkio's own type names."""
+        expected = "category" if field_type == "boolean" else field_type
+        assert akkio_type(field_type) == expected
 
     @pytest.mark.parametrize(
         ("overrides", "option"),
@@ -394,26 +426,36 @@ class TestNumbers:
         ids=["NaN", "sNaN", "Infinity", "-Infinity"],
     )
     @pytest.mark.parametrize("field_type", ["float", "integer", "string"])
-    def test_non_finite_decimal_is_null(
-        self, map_one: MapOne, value: Decimal, field_type: FieldType
+    def test_non_finite_decimal_does_not_fit(
+        self, map_one: MapOne, map_or_null: MapOne, value: Decimal, field_type: FieldType
     ) -> None:
-        """Decimal NaN and infinities become None, whatever the field type."""
-        assert map_one(value, field_type) is None
+        """Decimal NaN and infinities have no JSON form, whatever the field type: a bad value
+        (null under ``on_bad_value: null``)."""
+        with pytest.raises(BadValueError, match="JSON has no NaN or infinity"):
+            map_one(value, field_type)
+        assert map_or_null(value, field_type) is None
 
     @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "+inf", "-inf"])
     @pytest.mark.parametrize("field_type", ["float", "integer", "string", "category"])
-    def test_non_finite_float_is_null(
-        self, map_one: MapOne, value: float, field_type: FieldType
+    def test_non_finite_float_does_not_fit(
+        self, map_one: MapOne, map_or_null: MapOne, value: float, field_type: FieldType
     ) -> None:
-        """Float NaN and infinities become None, whatever the field type."""
-        assert map_one(value, field_type) is None
+        """Float NaN and infinities have no JSON form, whatever the field type: a bad value
+        (null under ``on_bad_value: null``)."""
+        with pytest.raises(BadValueError, match="JSON has no NaN or infinity"):
+            map_one(value, field_type)
+        assert map_or_null(value, field_type) is None
 
     @pytest.mark.parametrize(
         "value", [Decimal("1E+400"), 10**400], ids=["decimal-1e400", "int-10^400"]
     )
-    def test_past_float_range_is_null(self, map_one: MapOne, value: Any) -> None:
-        """A number too large for a float becomes None in a float field, not an error."""
-        assert map_one(value, "float") is None
+    def test_past_float_range_does_not_fit(
+        self, map_one: MapOne, map_or_null: MapOne, value: Any
+    ) -> None:
+        """A number too large for a float does not fit a float field."""
+        with pytest.raises(BadValueError):
+            map_one(value, "float")
+        assert map_or_null(value, "float") is None
 
     def test_float_keeps_its_value(self, map_one: MapOne) -> None:
         """A finite float passes through unchanged, sign of zero included."""
@@ -469,11 +511,19 @@ class TestTemporal:
         """A column whose naive timestamps are UTC (MySQL TIMESTAMP) is sent with +00:00."""
         schema = Schema((DatasetField("at", "at", "date"), DatasetField("local", "local", "date")))
         naive = dt.datetime(2024, 5, 6, 7, 8, 9, 5)  # noqa: DTZ001 - naive on purpose
-        record = RecordMapper(schema, ["at", "local"], utc_columns={"at"}).record([naive, naive])
+        columns = [SourceColumn("at", dt.datetime, utc=True), SourceColumn("local", dt.datetime)]
+        record = RecordMapper(schema, columns).record([naive, naive])
         assert record == {
             "at": "2024-05-06T07:08:09.000005+00:00",
             "local": "2024-05-06T07:08:09.000005",
         }
+
+    def test_utc_column_by_name(self) -> None:
+        """``utc_columns`` names more UTC columns, for columns known only by name."""
+        schema = Schema((DatasetField("at", "at", "date"),))
+        naive = dt.datetime(2024, 5, 6, 7, 8, 9)  # noqa: DTZ001 - naive on purpose
+        record = RecordMapper(schema, ["at"], utc_columns={"at"}).record([naive])
+        assert record == {"at": "2024-05-06T07:08:09+00:00"}
 
     @pytest.mark.usefixtures("far_local_zone")
     def test_naive_datetime_stays_naive(self, map_one: MapOne) -> None:
@@ -762,6 +812,7 @@ _AWKWARD_ROW: dict[FieldType, list[Any]] = {
         2**64,
     ],
     "category": [True, False, "gold", 3, math.inf],
+    "boolean": [True, False, 0, 1, "yes", " F ", 2, "maybe"],
     "date": [
         dt.date(1, 1, 1),
         dt.datetime(9999, 12, 31, 23, 59, 59, 999999),  # noqa: DTZ001 - naive on purpose
@@ -779,17 +830,18 @@ class TestJsonSafety:
         ids=[f"{t}-{i}" for t, values in _AWKWARD_ROW.items() for i in range(len(values))],
     )
     def test_each_value_is_strict_json(
-        self, map_one: MapOne, field_type: FieldType, value: Any
+        self, map_or_null: MapOne, field_type: FieldType, value: Any
     ) -> None:
-        """json.dumps(allow_nan=False) accepts the mapped value, which is a JSON scalar."""
-        out = map_one(value, field_type)
+        """json.dumps(allow_nan=False) accepts the mapped value, which is a JSON scalar (or
+        null, for a value the field cannot hold)."""
+        out = map_or_null(value, field_type)
         json.dumps({"v": out}, allow_nan=False)
         assert out is None or type(out) in (int, float, str, bool)
 
     def test_whole_records_are_strict_json(self) -> None:
         """Records built from wide rows of awkward values all pass strict json.dumps."""
         fields = tuple(DatasetField(t, t, t) for t in _AWKWARD_ROW)
-        mapper = RecordMapper(Schema(fields), list(_AWKWARD_ROW))
+        mapper = RecordMapper(Schema(fields), list(_AWKWARD_ROW), on_bad_value="null")
         width = max(len(v) for v in _AWKWARD_ROW.values())
         rows = [
             tuple(values[i % len(values)] for values in _AWKWARD_ROW.values()) for i in range(width)
@@ -818,6 +870,7 @@ _EXPECTED_JSON_TYPE = {
     "string": "str",
     "category": "str",
     "date": "str",
+    "boolean": "bool",
 }
 
 
@@ -834,14 +887,18 @@ class TestTypeStability:
             for v in _MIXED_NUMBERS
             if not (field_type == "category" and v is True)
             and not (field_type == "integer" and v != int(v))  # a fraction does not fit
+            and not (field_type == "boolean" and not (type(v) in (int, bool) and v in (0, 1)))
         ]
         seen = {json_type(map_one(v, field_type)) for v in values}
         assert seen == {_EXPECTED_JSON_TYPE[field_type]}
 
     @pytest.mark.parametrize("field_type", FIELD_TYPES)
-    def test_non_finite_numbers_are_null_not_another_type(
-        self, map_one: MapOne, field_type: FieldType
+    def test_non_finite_numbers_are_never_another_type(
+        self, map_one: MapOne, map_or_null: MapOne, field_type: FieldType
     ) -> None:
-        """Non-finite numbers never introduce a second JSON type: they become null."""
+        """Non-finite numbers never introduce a second JSON type: they do not fit, or are
+        null under ``on_bad_value: null``."""
         for value in (math.nan, math.inf, -math.inf, Decimal("NaN"), Decimal("-Infinity")):
-            assert map_one(value, field_type) is None
+            with pytest.raises(BadValueError):
+                map_one(value, field_type)
+            assert map_or_null(value, field_type) is None

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from akkiosync.errors import ConfigError
 from akkiosync.metrics import HealthServer, Metrics
-from akkiosync.runner import ResultStatus, RunResult
+from akkiosync.results import ResultStatus, RunResult
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -40,10 +40,12 @@ Invoke = Callable[..., Result]
 
 
 def job_file(schedule: str | None, url: str, table: str, watermark: str) -> str:
-    """A job file's text."""
+    """A job file's text; its dataset is named after its table and schedule (one job per
+    dataset)."""
     lines = [f'schedule: "{schedule}"'] if schedule else []
     lines += ["source:", f"  url: {url}", f"  table: {table}", f"  watermark: {watermark}"]
-    return "\n".join([*lines, "  key: id", "target:", "  dataset: Anything", ""])
+    dataset = f"{table} {schedule or 'manual'}"
+    return "\n".join([*lines, "  key: id", "target:", f'  dataset: "{dataset}"', ""])
 
 
 def add_run(
@@ -304,6 +306,9 @@ class TestStatusJson:
             "lag": 120.0,
             "lag_unit": "seconds",
             "lag_error": None,
+            "type_warnings": [],
+            "replaced_at": None,
+            "refresh": None,
         }
 
     def test_other_jobs(self, run: Invoke, history: Store) -> None:

@@ -21,7 +21,7 @@ from akkiosync.mapping import DatasetField, Schema
 from akkiosync.preview import preview
 from akkiosync.runner import Runner
 from akkiosync.source import engine_url
-from akkiosync.source._read import mysql_time_text
+from akkiosync.source._types import mysql_time_text
 from akkiosync.state import Store
 from tests.conftest import make_job, no_sleep
 

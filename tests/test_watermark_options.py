@@ -16,7 +16,8 @@ from akkiosync.akkio import AkkioClient
 from akkiosync.cli import cli
 from akkiosync.config import Job
 from akkiosync.emulator import Emulator
-from akkiosync.runner import Runner, RunResult
+from akkiosync.results import RunResult
+from akkiosync.runner import Runner
 from akkiosync.state import Store
 
 T0 = dt.datetime(2026, 2, 1, 8, 0)  # noqa: DTZ001 - a naive column

@@ -2,7 +2,9 @@
 
 The read is ``WHERE (wm, key) > (:wm, :key) ORDER BY wm, key``: a checkpoint inside a tie of
 watermark values is exact. ``_bounds`` adds the initial watermark, the lookback window and
-``settle``; ``_read`` streams; ``_engine`` opens engines and turns errors into ours.
+``settle``; ``_read`` streams; ``_types`` says what each SQL type is read and planned as;
+``_engine`` opens engines (with PostgreSQL loaders for values psycopg refuses) and turns errors
+into ours.
 """
 
 from __future__ import annotations

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from akkiosync.cursor import Cursor
-from akkiosync.errors import ConfigError
+from akkiosync.errors import BadValueError, ConfigError
 from akkiosync.mapping import SourceColumn
 from akkiosync.source._bounds import Bounds, Watermark, check, predicates
 from akkiosync.source._engine import source_error
+from akkiosync.source._types import python_type, readable, result_column, table_column
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +34,6 @@ class Batch:
 
     rows: Sequence[Sequence[Any]]
     cursor: Cursor
-
-
-def mysql_time_text(value: Any) -> Any:
-    """A MySQL TIME as MySQL writes it, ``[-]HH:MM:SS[.ffffff]`` with hours past 24 (the type
-    spans -838:59:59 to 838:59:59: a duration, not a time of day)."""
-    if not isinstance(value, dt.timedelta):
-        return value
-    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    sign, micros = ("-" if micros < 0 else ""), abs(micros)
-    seconds, fraction = divmod(micros, 1_000_000)
-    minutes, second = divmod(seconds, 60)
-    hours, minute = divmod(minutes, 60)
-    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
-    return f"{text}.{fraction:06d}" if fraction else text
-
-
-class _MysqlTimeText(sa.types.UserDefinedType[str]):
-    """Reads a MySQL TIME column as ``mysql_time_text``. SQLAlchemy's own TIME turns the
-    driver's timedelta into a time of day, wrapping 25:00:00 to 01:00:00."""
-
-    cache_ok = True
-
-    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
-        return mysql_time_text
-
-
-def _python_type(sql_type: sa.types.TypeEngine[Any]) -> type | None:
-    try:
-        return sql_type.python_type
-    except NotImplementedError:
-        return None
 
 
 class Source:
@@ -119,12 +88,8 @@ class Source:
         assert self._table_name is not None  # noqa: S101 - one of table/query is set by config
         schema, _, name = self._table_name.rpartition(".")
         table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self._engine)
-        self._columns = [
-            SourceColumn(
-                c.name, _python_type(c.type), str(c.type), utc=isinstance(c.type, mysql.TIMESTAMP)
-            )
-            for c in table.columns
-        ]
+        dialect = self._engine.dialect.name
+        self._columns = [table_column(c, dialect) for c in table.columns]
         return table
 
     def _wrap_query(self) -> sa.FromClause:
@@ -136,14 +101,16 @@ class Source:
         with self._engine.connect() as conn:
             result = conn.execute(probe.limit(_SAMPLE_ROWS))
             names = list(result.keys())
+            description = result.cursor.description
             sample = result.fetchall()
         types: list[type | None] = []
         for i in range(len(names)):
             seen = next((row[i] for row in sample if row[i] is not None), None)
             types.append(None if seen is None else type(seen))
+        dialect = self._engine.dialect.name
         self._columns = [
-            SourceColumn(n, t, t.__name__ if t else "unknown")
-            for n, t in zip(names, types, strict=True)
+            result_column(n, t, d, dialect)
+            for n, t, d in zip(names, types, description, strict=True)
         ]
         columns = [sa.column(n, _sql_type_for(t)) for n, t in zip(names, types, strict=True)]
         return sa.text(query).columns(*columns).subquery("akkiosync_src")
@@ -152,7 +119,7 @@ class Source:
         exprs: list[sa.ColumnElement[Any]] = []
         for name in (self._watermark, *self._key):
             col: sa.ColumnElement[Any] = source.c[name]
-            if self.is_sqlite and _python_type(col.type) in (dt.datetime, dt.date, dt.time):
+            if self.is_sqlite and python_type(col.type) in (dt.datetime, dt.date, dt.time):
                 # SQLite keeps these as text and compares them as text: keep the cursor as the
                 # stored text, so the comparison is exactly the database's own.
                 col = sa.type_coerce(col, sa.String())
@@ -183,7 +150,7 @@ class Source:
         watermark = self.check(bounds)
         cursor_exprs = self._cursor_expressions(source)
         statement = sa.select(
-            *(_readable(source.c[c.name]) for c in self._columns),
+            *(readable(source.c[c.name], self._engine.dialect.name) for c in self._columns),
             *(e.label(f"akkiosync_cursor_{i}") for i, e in enumerate(cursor_exprs)),
         )
         statement = statement.where(*predicates(bounds, watermark, cursor_exprs))
@@ -205,11 +172,45 @@ class Source:
             ):
                 parts = (list(part) for part in result.partitions())
                 groups = parts if self._key else _whole_groups(parts, batch_size, width)
+                unloaded = self._unloaded_cursor_columns()
                 for rows in groups:
+                    if unloaded:
+                        self._check_cursor(rows, width, unloaded)
                     last = rows[-1]
                     yield Batch(rows, Cursor(last[width], tuple(last[width + 1 :])))
         except SQLAlchemyError as exc:
             raise source_error(exc, "reading the source") from None
+
+    def _unloaded_cursor_columns(self) -> list[tuple[int, str]]:
+        """(offset past the row's columns, name) of the cursor's date and time columns on
+        PostgreSQL, whose out-of-range values arrive as text (see ``_engine``)."""
+        if self._engine.dialect.name != "postgresql":
+            return []  # MySQL compares its zero dates' text; SQLite's cursor is text anyway
+        kinds = {c.name: c.python_type for c in self._columns}
+        return [
+            (i, name)
+            for i, name in enumerate((self._watermark, *self._key))
+            if (kind := kinds[name]) is not None and issubclass(kind, dt.date | dt.time)
+        ]
+
+    def _check_cursor(
+        self, rows: Sequence[Sequence[Any]], width: int, columns: list[tuple[int, str]]
+    ) -> None:
+        """``BadValueError`` for a row whose date or time cursor value PostgreSQL holds but
+        Python cannot (``infinity``, a year past 9999): no checkpoint can be bound back from
+        it, nor a lookback window place it, whatever ``on_bad_value`` says."""
+        for row in rows:
+            for offset, name in columns:
+                if isinstance(value := row[width + offset], str):
+                    names = self._key or (self._watermark,)
+                    cursor = row[width + 1 :] if self._key else row[width : width + 1]
+                    where = ", ".join(f"{n}={v}" for n, v in zip(names, cursor, strict=True))
+                    raise BadValueError(
+                        f"cursor column {name} holds {value!r} in the row {where}, which "
+                        "PostgreSQL can store but no checkpoint can hold (it is no date or time "
+                        "that Python has); fix the value in the source, or read through a "
+                        f"source.query that leaves such rows out (WHERE {name} <> 'infinity')"
+                    )
 
     def null_cursor_rows(self) -> int:
         """How many rows have a NULL watermark or key: no read ever takes them."""
@@ -257,13 +258,6 @@ class Source:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _readable(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """A column as the read selects it: MySQL TIME as text (``_MysqlTimeText``)."""
-    if isinstance(column.type, mysql.TIME):
-        return sa.type_coerce(column, _MysqlTimeText()).label(column.key)
-    return column
 
 
 def _whole_groups(parts: Iterator[list[Any]], batch_size: int, width: int) -> Iterator[list[Any]]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 RunStatus = Literal["running", "success", "failed"]
+RefreshPhase = Literal["creating", "filling", "deleting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,21 @@ class Creation:
     dataset_name: str
     known_ids: tuple[str, ...]
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A full refresh (``mode: replace``) under way: ``creating`` the new dataset (its id not
+    yet known), ``filling`` it, or ``deleting`` the previous one once the job was switched."""
+
+    job: str
+    dataset_id: str | None
+    dataset_name: str
+    previous_id: str | None  # the job's dataset when the refresh began: deleted at its end
+    phase: RefreshPhase
+    rows_sent: int  # rows committed to the new dataset so far
+    cursor_json: str | None  # the cursor after the last of them
+    started_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

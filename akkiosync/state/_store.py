@@ -22,8 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
 from akkiosync.state import _schema as schema
-from akkiosync.state._history import RunHistory
 from akkiosync.state._records import Creation, Intent, JobState
+from akkiosync.state._refreshes import Refreshes
 
 _PRAGMAS = (
     "PRAGMA busy_timeout = 30000",  # first, so that switching to WAL waits for other openers
@@ -56,10 +56,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-class Store(RunHistory):
+class Store(Refreshes):
     """The checkpoint store. Safe to share between threads: each call has its own connection.
 
-    The run history's methods come from ``RunHistory``."""
+    The run history's methods come from ``RunHistory``, the full refreshes' from
+    ``Refreshes``."""
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -245,14 +246,15 @@ class Store(RunHistory):
         return Creation(row.job, row.dataset_name, known, row.created_at)
 
     def reset(self, job: str, now: datetime) -> None:
-        """Forget the job's dataset, schema, cursor, counters, intents and ledger (runs stay),
-        and let its next run create a dataset even if the name is taken (the old one's)."""
+        """Forget the job's dataset, schema, cursor, counters, intents, ledger and refresh (runs
+        stay), and let its next run create a dataset even if the name is taken (the old one's)."""
         with self._transaction(write=True) as connection:
             for table, column in (
                 (schema.jobs, schema.jobs.c.name),
                 (schema.intents, schema.intents.c.job),
                 (schema.creations, schema.creations.c.job),
                 (schema.ledger, schema.ledger.c.job),
+                (schema.refreshes, schema.refreshes.c.job),
             ):
                 connection.execute(sa.delete(table).where(column == job))
             connection.execute(
@@ -270,6 +272,13 @@ class Store(RunHistory):
     def set_cursor_columns(self, job: str, columns_json: str, now: datetime) -> None:
         """Record which columns (and types) the job's cursor belongs to."""
         values = {"cursor_columns_json": columns_json, "updated_at": schema.utc(now)}
+        with self._transaction(write=True) as connection:
+            _update_or_insert(connection, job, values, values)
+
+    def set_type_warnings(self, job: str, warnings_json: str, now: datetime) -> None:
+        """Record where Akkio inferred other types than planned for the job's dataset
+        (``type_warnings_json``: a JSON list of [field, planned, inferred]; "[]": none)."""
+        values = {"type_warnings_json": warnings_json, "updated_at": schema.utc(now)}
         with self._transaction(write=True) as connection:
             _update_or_insert(connection, job, values, values)
 

@@ -1,0 +1,159 @@
+"""What each SQL type is read as, per dialect: the ``SourceColumn`` a table's column or a
+query's result column describes, and the expression that reads its values faithfully.
+
+- MySQL's ``TINYINT(1)`` (its ``BOOLEAN``) is planned ``boolean``, like PostgreSQL's and
+  SQLite's booleans; SQLite's are read as stored, not through SQLAlchemy's ``bool()`` (which
+  makes 2 and ``'no'`` true), and ``convert`` reads them strictly;
+- ENUMs are categories; PostgreSQL ``money`` is read as ``numeric``, exact whatever the
+  server's ``lc_monetary``;
+- MySQL ``TIME`` is MySQL's own text (a duration: -838:59:59 to 838:59:59); SQLite's dates and
+  times are their stored text, which ``convert`` parses (a bad text is a bad value, not a
+  crash) keeping whether it has a fraction;
+- JSON is its compact text, so a JSON ``null`` is ``"null"`` and not an SQL NULL
+  (PostgreSQL's through the driver, see ``_engine``);
+- ``fraction``: timestamps and times whose type holds fractions of a second, written with six
+  digits always.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from akkiosync.mapping import FieldType, SourceColumn
+
+_MYSQL_TINY = 1  # PyMySQL's type code for TINYINT
+
+
+def mysql_time_text(value: Any, *, six_digits: bool = False) -> Any:
+    """A MySQL TIME as MySQL writes it, ``[-]HH:MM:SS[.ffffff]`` with hours past 24 (the type
+    spans -838:59:59 to 838:59:59: a duration, not a time of day); with ``six_digits`` (a
+    ``TIME(n)`` column) the fraction is always written."""
+    if not isinstance(value, dt.timedelta):
+        return value
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{fraction:06d}" if fraction or six_digits else text
+
+
+class _MysqlTimeText(sa.types.UserDefinedType[str]):
+    """Reads a MySQL TIME column as ``mysql_time_text``. SQLAlchemy's own TIME turns the
+    driver's timedelta into a time of day, wrapping 25:00:00 to 01:00:00."""
+
+    cache_ok = True
+
+    def __init__(self, six_digits: bool) -> None:
+        self.six_digits = six_digits
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        return functools.partial(mysql_time_text, six_digits=self.six_digits)
+
+
+class _AsStored(sa.types.UserDefinedType[Any]):
+    """Reads a column as the driver gives it, with no SQLAlchemy conversion."""
+
+    cache_ok = True
+
+
+class _JsonText(sa.types.UserDefinedType[str]):
+    """Reads a JSON column as its compact text (SQLAlchemy's JSON turns ``null`` into None)."""
+
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        return _json_text
+
+
+def _json_text(value: Any) -> Any:
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return json.dumps(json.loads(value), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:  # SQLite does not check its JSON: text that is not JSON stays text
+        return value
+
+
+def python_type(sql_type: sa.types.TypeEngine[Any]) -> type | None:
+    """The Python type SQLAlchemy reads ``sql_type`` as, if it knows."""
+    try:
+        return sql_type.python_type
+    except NotImplementedError:
+        return None
+
+
+def table_column(column: sa.Column[Any], dialect: str) -> SourceColumn:
+    """A reflected table column, as the mapping sees it."""
+    sql_type = column.type
+    return SourceColumn(
+        column.name,
+        python_type(sql_type),
+        str(sql_type),
+        utc=isinstance(sql_type, mysql.TIMESTAMP),
+        field_type=_field_type(sql_type),
+        fraction=_fraction(sql_type, dialect),
+    )
+
+
+def _field_type(sql_type: sa.types.TypeEngine[Any]) -> FieldType | None:
+    if isinstance(sql_type, mysql.TINYINT) and sql_type.display_width == 1:
+        return "boolean"
+    if isinstance(sql_type, sa.Enum):
+        return "category"
+    if isinstance(sql_type, postgresql.MONEY):
+        return "float"
+    return None
+
+
+def _fraction(sql_type: sa.types.TypeEngine[Any], dialect: str) -> bool:
+    if isinstance(sql_type, mysql.DATETIME | mysql.TIMESTAMP | mysql.TIME):
+        return bool(sql_type.fsp)
+    if dialect == "postgresql" and isinstance(sql_type, sa.DateTime | sa.Time):
+        return getattr(sql_type, "precision", None) != 0  # None: the default, 6 digits
+    return False  # SQLite: as its text has it
+
+
+def result_column(
+    name: str, kind: type | None, description: Sequence[Any], dialect: str
+) -> SourceColumn:
+    """A column of a query's result, of the Python type its sampled values have;
+    ``description``: the driver's (DB-API) description of it."""
+    temporal = kind is not None and issubclass(kind, dt.date | dt.time)
+    fraction = False
+    field_type: FieldType | None = None
+    if dialect == "postgresql":
+        fraction = temporal and description[4] != 0  # precision: None is the default, 6
+    elif dialect in ("mysql", "mariadb"):
+        fraction = temporal and bool(description[5])  # scale: the fsp
+        if description[1] == _MYSQL_TINY and description[4] == 1:
+            field_type = "boolean"
+    return SourceColumn(
+        name,
+        kind,
+        kind.__name__ if kind else "unknown",
+        field_type=field_type,
+        fraction=fraction,
+    )
+
+
+def readable(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """A column as the read selects it (see the module's docstring)."""
+    sql_type = column.type
+    if isinstance(sql_type, mysql.TIME):
+        return sa.type_coerce(column, _MysqlTimeText(bool(sql_type.fsp))).label(column.key)
+    if dialect == "sqlite" and isinstance(sql_type, sa.Boolean | sa.DateTime | sa.Date | sa.Time):
+        return sa.type_coerce(column, _AsStored()).label(column.key)
+    if isinstance(sql_type, postgresql.MONEY):
+        return sa.cast(column, sa.Numeric()).label(column.key)
+    if isinstance(sql_type, sa.JSON) and dialect != "postgresql":
+        return sa.type_coerce(column, _JsonText()).label(column.key)
+    return column
