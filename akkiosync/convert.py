@@ -230,6 +230,8 @@ def converter(
         return _to_boolean
     if form is not None and field_type == "date":
         return form.text
+    if field_type == "date" and python_type is str:  # text: a date's, in ISO 8601, or unfit
+        return TimeForm(dt.date).text
     if form is not None and field_type in ("string", "category"):
         return _Lenient(form).text
     return CONVERTERS[field_type]

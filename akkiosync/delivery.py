@@ -20,13 +20,14 @@ import datetime as dt
 import enum
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.errors import AkkioError, DeliveryMismatchError
+from akkiosync.errors import AkkioError, AkkioSyncError, DeliveryMismatchError
 from akkiosync.pacing import RetryPolicy
 from akkiosync.state import Intent, Store
 
@@ -57,6 +58,20 @@ class ReconcilePolicy:
     max_wait: float = 5.0
 
 
+def commit_landed(store: Store, intent: Intent, now: dt.datetime) -> None:
+    """Commit the append batch of ``intent``, known to have landed: its cursor, counters and
+    (lookback jobs) ledger entries, clearing the intent."""
+    extra = json.loads(intent.ledger_json) if intent.ledger_json else {}
+    store.commit_batch(
+        intent.job,
+        intent.cursor_after,
+        intent.rows,
+        now,
+        ledger=[(entry, wm_order) for entry, wm_order in extra.get("entries", [])],
+        prune_below=extra.get("prune_below"),
+    )
+
+
 class Delivery:
     """Sends one job's batches to one dataset, exactly once: to the job's own dataset, or
     (``refresh``) to the new dataset of its full refresh, whose batches and expected count are
@@ -75,8 +90,12 @@ class Delivery:
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[], None] = lambda: None,
         refresh: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
+        """Once ``stop`` is set (the daemon shutting down), waiting on the row count ends the
+        run, leaving the batch's intent for the next run to settle."""
         self._store = store
+        self._stop = stop or threading.Event()
         self._refresh = refresh
         self._client = client
         self._job = job
@@ -126,7 +145,7 @@ class Delivery:
         waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
         while count < expected and waited < self._policy.grace:  # lazy counts only lag
             pause = min(pause, self._policy.grace - waited)
-            self._sleep(pause)
+            self._pause(pause, "before its count could be verified; the next run verifies it")
             waited += pause
             pause = min(pause * 2, self._policy.max_wait)
             count = self._count()
@@ -186,7 +205,8 @@ class Delivery:
                 if attempt == self._retry.attempts:
                     raise
                 self._on_retry()
-                self._sleep(self._retry.delay(attempt, getattr(exc, "retry_after", None)))
+                delay = self._retry.delay(attempt, getattr(exc, "retry_after", None))
+                self._pause(delay, f"the batch of {intent.rows} rows is settled by the next run")
             else:
                 break
         self._commit(intent)
@@ -196,15 +216,17 @@ class Delivery:
         if self._refresh:
             self._store.commit_refresh_batch(self._job, intent.cursor_after, intent.rows)
             return
-        extra = json.loads(intent.ledger_json) if intent.ledger_json else {}
-        self._store.commit_batch(
-            self._job,
-            intent.cursor_after,
-            intent.rows,
-            self._clock(),
-            ledger=[(entry, wm_order) for entry, wm_order in extra.get("entries", [])],
-            prune_below=extra.get("prune_below"),
-        )
+        commit_landed(self._store, intent, self._clock())
+
+    def _pause(self, seconds: float, then: str) -> None:
+        """Sleep, unless the daemon is shutting down: a landing grace can outlast its patience,
+        and the intent left behind lets the next run settle the batch exactly."""
+        if self._stop.is_set():
+            raise AkkioSyncError(
+                f"job {self._job}: shutting down while waiting on dataset {self._dataset_id}: "
+                f"{then}"
+            )
+        self._sleep(seconds)
 
     def _count(self) -> int:
         return self._client.get_dataset(self._dataset_id).rows
@@ -258,7 +280,7 @@ class Delivery:
                     self._job, self._dataset_id, count, self._policy.grace - elapsed,
                 )  # fmt: skip
             pause = min(pause, self._policy.grace - elapsed)
-            self._sleep(pause)
+            self._pause(pause, f"the batch of {intent.rows} rows is settled by the next run")
             waited += pause
             pause = min(pause * 2, self._policy.max_wait)
             count = self._count()

@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import click
 
+from akkiosync.akkio import AkkioClient
 from akkiosync.app import App
+from akkiosync.delivery import commit_landed
 from akkiosync.errors import DatasetNotFoundError
 from akkiosync.results import utc_now
-from akkiosync.state import Refresh
+from akkiosync.state import Creation, Refresh
 
 pass_app = click.make_pass_decorator(App)
 _WAIT = click.option(
@@ -68,6 +70,15 @@ def reset(
             with app.client() as client:
                 client.delete_dataset(state.dataset_id)
             click.echo(f"{name}: deleted dataset {state.dataset_id}")
+        creation = store.pending_creation(name)  # its answer was lost: a dataset may exist
+        if creation is not None and delete_dataset:
+            with app.client() as client:
+                leftovers += _created(client, creation)
+        elif creation is not None:
+            click.echo(
+                f"{name}: the creation of a dataset {creation.dataset_name!r} was never "
+                "confirmed; if it was made, it stays on Akkio (--delete-dataset deletes it)"
+            )
         for dataset_id in leftovers:
             if delete_dataset:
                 with app.client() as client, contextlib.suppress(DatasetNotFoundError):
@@ -100,6 +111,19 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
         with app.client() as client:
             count = client.get_dataset(state.dataset_id).rows
         intent = store.pending_intent(name)
+        if (
+            intent is not None
+            and intent.dataset_id == state.dataset_id
+            and count == intent.rows_before + intent.rows
+        ):
+            # The count says the batch in flight landed, as a run would settle it: forgotten,
+            # its rows would be read and sent a second time.
+            commit_landed(store, intent, utc_now())
+            click.echo(
+                f"{name}: the batch of {intent.rows} rows in flight when the last run stopped "
+                "had landed: committed"
+            )
+            state, intent = store.job_state(name), None
         if count == state.rows_expected and intent is None:
             click.echo(f"{name}: dataset {state.dataset_id} has {count} rows, as expected")
             return
@@ -123,6 +147,13 @@ def _leftovers(refresh: Refresh) -> list[str]:
     known) or the one it replaced."""
     dataset_id = refresh.previous_id if refresh.phase == "deleting" else refresh.dataset_id
     return [] if dataset_id is None else [dataset_id]
+
+
+def _created(client: AkkioClient, creation: Creation) -> list[str]:
+    """The datasets an unconfirmed creation made: of its name, and not there before it."""
+    known = set(creation.known_ids)
+    named = (d.id for d in client.list_datasets() if d.name == creation.dataset_name)
+    return [dataset_id for dataset_id in named if dataset_id not in known]
 
 
 def _waiting_for(job: str) -> Callable[[str], None]:

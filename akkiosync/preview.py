@@ -13,7 +13,7 @@ from akkiosync.config import Job
 from akkiosync.cursor import Cursor, decode_cursor
 from akkiosync.dataset import planned_schema, schema_drift
 from akkiosync.mapping import RecordMapper, Schema, new_columns
-from akkiosync.source import make_source
+from akkiosync.source import Bounds, coerce, make_source
 from akkiosync.state import JobState, Store
 
 
@@ -64,7 +64,15 @@ def preview(
             on_bad_value=job.on_bad_value,
             synced_at=datetime.now(UTC),  # columns.synced_at: as if the run started now
         )
-        with closing(source.batches(cursor, max(limit, 1))) as batches:
+        initial = job.source.initial_watermark
+        # As the run reads: from initial_watermark, rows older than settle (a lookback job's
+        # re-read window aside: only rows past its cursor are shown).
+        bounds = Bounds(
+            after=cursor,
+            since=None if initial is None else coerce(initial, source.watermark()),
+            settle=job.source.settle,
+        )
+        with closing(source.batches(bounds, max(limit, 1))) as batches:
             batch = next(batches, None)
     spec = job.columns
     return Preview(

@@ -240,6 +240,7 @@ class Runner:
             sleep=self._sleep,
             on_retry=self._on_retry,
             refresh=refresh,
+            stop=self._stop,
         )
 
     def _refresher(self, job: Job) -> Refresher:

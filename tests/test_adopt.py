@@ -376,6 +376,40 @@ class TestAdoptedRun:
         assert "adopt: true" in (result.error or "")
         assert emulator.dataset_ids() == [dataset_id]
 
+    def test_text_column_into_a_date_field(
+        self,
+        runner: Runner,
+        store: Store,
+        recorded: AkkioClient,
+        emulator: Emulator,
+        tmp_path: Path,
+    ) -> None:
+        """Text feeding a dataset's date field is sent as ISO 8601 (``2024-01-02 10:00:00``
+        becomes ``2024-01-02T10:00:00``); text that is no date fails the run naming the
+        column, the row's key and the value, before its batch is sent."""
+        url = f"sqlite:///{tmp_path / 'dates.db'}"
+        execute(url, "CREATE TABLE orders (id INTEGER PRIMARY KEY, ordered_at TEXT)")
+        execute(
+            url,
+            "INSERT INTO orders VALUES (:id, :at)",
+            [
+                {"id": 1, "at": "2024-01-02 10:00:00"},
+                {"id": 2, "at": "2024-01-03"},
+                {"id": 3, "at": "03/01/2024"},
+            ],
+        )
+        ref = recorded.create_dataset(SHOP)
+        recorded.add_rows(ref.id, [{"Ordered At": "2023-12-31T00:00:00"}])
+        result = runner.run(make_job(url, target={"dataset_id": ref.id, "existing_rows": "append"}))
+        assert not result.ok
+        for part in ("ordered_at", "id=3", "03/01/2024"):
+            assert part in (result.error or "")
+        assert emulator.rows(ref.id)[1:] == [
+            {"Ordered At": "2024-01-02T10:00:00"},
+            {"Ordered At": "2024-01-03"},
+        ]
+        assert store.job_state("shop").cursor_json is not None
+
     def test_second_job_on_a_pinned_dataset(
         self, runner: Runner, recorded: AkkioClient, emulator: Emulator, source: str
     ) -> None:

@@ -1115,6 +1115,21 @@ class TestPreviewMapping:
         assert "the mapping onto dataset Shop needs AKKIO_API_KEY" in result.stdout
         assert [r["id"] for r in json_lines(result.stdout)] == [1, 2, 3, 4, 5]
 
+    def test_initial_watermark_as_the_run_reads(
+        self, run: Invoke, shop: str, emulator: Emulator, config_dir: Path
+    ) -> None:
+        """With ``source.initial_watermark`` past the rows the dataset holds (what
+        ``existing_rows: append`` recommends), preview shows the records the run then sends,
+        not the rows before that watermark."""
+        job = SHOP_APPEND.replace("  key: id\n", "  key: id\n  initial_watermark: 27\n")
+        (config_dir / "jobs" / "orders.yaml").write_text(job.replace("created_at", "id", 1))
+        shown = run("preview", "orders", "--rows", "10")
+        assert shown.exit_code == 0, shown.output
+        assert run("sync").exit_code == 0
+        sent = emulator.rows(shop)[1:]
+        assert [r["ID"] for r in sent] == [27, 28, 29, 30]
+        assert json_lines(shown.stdout) == sent
+
 
 class TestOneWriterCli:
     """Two job files writing one dataset are a configuration error."""

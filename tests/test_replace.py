@@ -609,6 +609,31 @@ class TestTargets:
         assert only != appended
         assert dataset_rows(emulator, only) == table_rows(*source)
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="not fixed: the store does not record that a dataset was adopted, so a refresh "
+        "takes it for the job's own and deletes it (needs a store migration)",
+    )
+    def test_an_adopted_dataset_is_not_deleted(
+        self,
+        store: Store,
+        client: AkkioClient,
+        emulator: Emulator,
+        sqlite_url: str,
+        source: Any,
+    ) -> None:
+        """A job that wrote into someone's dataset (``adopt``, rows already there) and is then
+        switched to ``replace`` never deletes that dataset: a refresh deletes only datasets it
+        made."""
+        theirs = client.create_dataset("Orders").id
+        row = {"id": 999, "amount": 1.0, "status": "csv", "updated_at": "2020-01-01T00:00:00"}
+        client.add_rows(theirs, [row])
+        runner = Runner(store, client, sleep=no_sleep)
+        target = {"dataset": "Orders", "adopt": True, "existing_rows": "append"}
+        assert runner.run(make_job(sqlite_url, "orders", target=target)).ok
+        runner.run(replace_job(sqlite_url, "orders"))
+        assert theirs in emulator.dataset_ids()
+
     def test_replace_then_append_goes_on_from_the_refresh(
         self,
         store: Store,
@@ -920,6 +945,33 @@ class TestCommands:
         with Store.open(state) as store:
             assert store.refresh("orders") is None
             assert store.job_state("orders").dataset_id is None
+
+    @pytest.mark.parametrize("delete", [True, False])
+    def test_reset_after_a_lost_creation(
+        self, deployment: Path, emulator: Emulator, source: Any, tmp_path: Path, *, delete: bool
+    ) -> None:
+        """A refresh killed after its create request landed, its answer lost: ``reset
+        --delete-dataset`` finds that dataset by name and deletes it too; without the flag,
+        reset says it may stay, rather than leaving a second dataset of the name unmentioned."""
+        state = tmp_path / "state" / "akkiosync.db"
+        job = replace_job(f"sqlite:///{tmp_path / 'source.db'}", "orders")
+        with Store.open(state) as store:
+            with client_on(emulator.transport()) as good:
+                assert Runner(store, good, sleep=no_sleep).run(job).ok
+            (previous,) = emulator.dataset_ids()
+            killed_run(store, emulator, job, "create", landed=True)
+        (partial,) = (d for d in emulator.dataset_ids() if d != previous)
+        args = ["--config", str(deployment), "reset", "orders", "--yes"]
+        result = CliRunner().invoke(cli, args + (["--delete-dataset"] if delete else []))
+        assert result.exit_code == 0, result.output
+        if delete:
+            assert emulator.dataset_ids() == []
+            assert f"deleted dataset {partial}, left by a refresh" in result.output
+        else:
+            assert sorted(emulator.dataset_ids()) == sorted([previous, partial])
+            assert "creation of a dataset 'Orders' was never confirmed" in result.output
+        with Store.open(state) as store:
+            assert store.pending_creation("orders") is None
 
 
 def test_store_switch_is_one_transaction(store: Store) -> None:

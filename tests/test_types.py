@@ -554,3 +554,28 @@ class TestTimestampForm:
             ]
         finally:
             execute(db_url, f"DROP TABLE IF EXISTS {table_name}")
+
+    @pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+    def test_query_column_null_in_every_sampled_row(
+        self,
+        runner: Runner,
+        store: Store,
+        emulator: Emulator,
+        source: tuple[str, str],
+        dialect: str,
+    ) -> None:
+        """A query's timestamp column that is NULL in every row its type is sampled from (a
+        sparse ``shipped_at``) is still a date field with one text form, as the driver
+        describes it: not a string field mixing ``...:01`` with ``...:01.123456``."""
+        url, table = source
+        values = ["NULL"] * 300 + ["'2024-01-01 00:00:01'", "'2024-01-01 00:00:01.123456'"]
+        create(url, table, f"shipped_at {WATERMARK[dialect_of(url)]} NULL", *values)
+        spec = {"url": url, "query": f"SELECT * FROM {table}", "watermark": "id", "key": "id"}
+        result = runner.run(make_job(url, table, source=spec, batch_size=1000))
+        assert result.ok, result.error
+        shipped = {r["id"]: r["shipped_at"] for r in rows_of(emulator) if r["shipped_at"]}
+        assert shipped == {301: "2024-01-01T00:00:01.000000", 302: "2024-01-01T00:00:01.123456"}
+        state = store.job_state("orders")
+        assert state.schema_json is not None
+        types = {f.name: f.type for f in Schema.from_json(state.schema_json).fields}
+        assert types["shipped_at"] == "date"

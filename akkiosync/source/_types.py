@@ -21,9 +21,11 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import postgres
 from sqlalchemy.dialects import mysql, postgresql
 
 from akkiosync.mapping import FieldType, SourceColumn
@@ -125,8 +127,10 @@ def _fraction(sql_type: sa.types.TypeEngine[Any], dialect: str) -> bool:
 def result_column(
     name: str, kind: type | None, description: Sequence[Any], dialect: str
 ) -> SourceColumn:
-    """A column of a query's result, of the Python type its sampled values have;
-    ``description``: the driver's (DB-API) description of it."""
+    """A column of a query's result, of the Python type its sampled values have (or, when
+    they are all NULL, the type the driver describes); ``description``: the driver's (DB-API)
+    description of it."""
+    kind = kind or _described(description, dialect)
     temporal = kind is not None and issubclass(kind, dt.date | dt.time)
     fraction = False
     field_type: FieldType | None = None
@@ -143,6 +147,36 @@ def result_column(
         field_type=field_type,
         fraction=fraction,
     )
+
+
+# The Python types of the result columns drivers describe, for a column NULL in every sampled
+# row (a sparse ``shipped_at``): planned as a string, its values would change form and type.
+_POSTGRES_KINDS: dict[str, type] = {
+    "bool": bool,
+    **dict.fromkeys(("int2", "int4", "int8"), int),
+    **dict.fromkeys(("float4", "float8"), float),
+    "numeric": Decimal,
+    "date": dt.date,
+    **dict.fromkeys(("timestamp", "timestamptz"), dt.datetime),
+    **dict.fromkeys(("time", "timetz"), dt.time),
+}
+_MYSQL_KINDS: dict[int, type] = {  # PyMySQL's FIELD_TYPE codes (it ships no type stubs)
+    **dict.fromkeys((1, 2, 3, 8, 9, 13), int),  # TINY, SHORT, LONG, LONGLONG, INT24, YEAR
+    **dict.fromkeys((4, 5), float),  # FLOAT, DOUBLE
+    **dict.fromkeys((0, 246), Decimal),  # DECIMAL, NEWDECIMAL
+    **dict.fromkeys((10, 14), dt.date),  # DATE, NEWDATE
+    **dict.fromkeys((7, 12), dt.datetime),  # TIMESTAMP, DATETIME
+}
+
+
+def _described(description: Sequence[Any], dialect: str) -> type | None:
+    """The Python type of a result column as the driver describes it, where known."""
+    if dialect == "postgresql":
+        info = postgres.types.get(description[1])
+        return None if info is None else _POSTGRES_KINDS.get(info.name)
+    if dialect in ("mysql", "mariadb"):
+        return _MYSQL_KINDS.get(description[1])
+    return None  # SQLite describes no types
 
 
 def readable(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
