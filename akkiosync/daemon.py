@@ -71,6 +71,7 @@ class Daemon:
         self._scheduler = Scheduler(self._run_job, workers=options.workers)
         self._jobs: dict[str, Job] = {}  # the current valid definition of each job
         self._files: dict[Path, tuple[int, int, str | None]] = {}  # mtime, size, job name
+        self._conflicted: set[Path] = set()  # refused for a name or target another file has
         self._reload = threading.Event()
         self._loaded = False
         self._signals = 0
@@ -145,20 +146,25 @@ class Daemon:
             paths = []
         seen = set(paths)
         env: dict[str, str] | None = None
+        changed = False
         for path in paths:
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
+            stamp = _stamp(path)
             known = self._files.get(path)
-            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
+            if stamp is None or (known and known[:2] == stamp):
                 continue
             env = env if env is not None else environment()
-            self._load(path, (stat.st_mtime_ns, stat.st_size), env)
+            self._load(path, stamp, env)
+            changed = True
         for path in [p for p in self._files if p not in seen]:
             name = self._files.pop(path)[2]
+            self._conflicted.discard(path)
+            changed = True
             if name is not None and self._owner(name) is None:
                 self._drop(name, f"{path} was removed")
+        # A file refused for a name or target another file held may fit now that files changed.
+        for path in sorted(self._conflicted & seen) if changed else ():
+            if (stamp := _stamp(path)) is not None:
+                self._load(path, stamp, env if env is not None else environment())
         self._metrics.set_jobs(self._jobs)
 
     def _load(self, path: Path, stamp: tuple[int, int], env: dict[str, str]) -> None:
@@ -169,19 +175,29 @@ class Daemon:
             self._reject(path, stamp, str(exc))
             return
         if (owner := self._owner(job.name, besides=path)) is not None:
-            self._reject(path, stamp, f"{path}: name: {job.name!r} is already used by {owner}")
+            problem = f"{path}: name: {job.name!r} is already used by {owner}"
+            self._reject(path, stamp, problem, conflict=True)
             return
         if (owner := self._target_owner(job, besides=path)) is not None:
-            self._reject(path, stamp, shared_target(path, job, owner))  # one writer per dataset
+            # One writer per dataset.
+            self._reject(path, stamp, shared_target(path, job, owner), conflict=True)
             return
+        self._conflicted.discard(path)
         old_name = previous[2] if previous else None
         self._files[path] = (*stamp, job.name)
         if old_name is not None and old_name != job.name:
             self._drop(old_name, f"{path} now defines {job.name}")
         self._put(job, new=old_name != job.name)
 
-    def _reject(self, path: Path, stamp: tuple[int, int], problem: str) -> None:
-        """Log an invalid edit; the file's previous valid job (if any) stays scheduled."""
+    def _reject(
+        self, path: Path, stamp: tuple[int, int], problem: str, *, conflict: bool = False
+    ) -> None:
+        """Log an invalid edit; the file's previous valid job (if any) stays scheduled.
+        ``conflict``: refused only for what another file holds, so tried again on changes."""
+        if conflict:
+            self._conflicted.add(path)
+        else:
+            self._conflicted.discard(path)
         previous = self._files.get(path)
         kept = previous[2] if previous else None
         note = f"; job {kept} keeps its previous version" if kept else ""
@@ -289,3 +305,12 @@ class Daemon:
             temporary.replace(path)
         except OSError as exc:
             logger.warning("cannot write %s: %s", path, exc.strerror)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's modification time and size (None once it is gone): what tells an edit."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)

@@ -181,7 +181,13 @@ def pinned_dataset(
         schema = planned_schema(job, columns)
         dataset_id, name = _create(job.name, job.target.dataset, store, client, clock)
     store.pin_dataset(
-        job.name, dataset_id, name, schema.to_json(), clock(), rows_at_pin=rows_at_pin or 0
+        job.name,
+        dataset_id,
+        name,
+        schema.to_json(),
+        clock(),
+        rows_at_pin=rows_at_pin or 0,
+        adopted=existing is not None,
     )
     return dataset_id, schema, rows_at_pin
 

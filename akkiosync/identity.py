@@ -33,7 +33,7 @@ class CursorColumns:
         cls, watermark: str, key: Sequence[str], columns: Sequence[SourceColumn]
     ) -> CursorColumns:
         """The job's cursor columns as the source describes them now."""
-        types = {c.name: c.python_type.__name__ if c.python_type else UNKNOWN for c in columns}
+        types = {c.name: _type_name(c) for c in columns}
         return cls(
             (watermark, types.get(watermark, UNKNOWN)),
             tuple((k, types.get(k, UNKNOWN)) for k in key),
@@ -62,6 +62,16 @@ class CursorColumns:
         """``watermark updated_at (datetime), key id (int)``."""
         key = ", ".join(f"{n} ({t})" for n, t in self.key) or "none"
         return f"watermark {self.watermark[0]} ({self.watermark[1]}), key {key}"
+
+
+def _type_name(column: SourceColumn) -> str:
+    """The column's Python type's name; ``datetime+tz`` for timestamps with a time zone, whose
+    values compare differently with a naive stored position."""
+    if column.python_type is None:
+        return UNKNOWN
+    name = column.python_type.__name__
+    aware = column.utc or "WITH TIME ZONE" in column.sql_type.upper()
+    return f"{name}+tz" if aware and name == "datetime" else name
 
 
 def check_cursor_columns(

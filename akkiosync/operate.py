@@ -8,6 +8,7 @@ seconds, or refuses with exit 1 naming the process.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable
 
 import click
@@ -15,9 +16,9 @@ import click
 from akkiosync.akkio import AkkioClient
 from akkiosync.app import App
 from akkiosync.delivery import commit_landed
-from akkiosync.errors import DatasetNotFoundError
+from akkiosync.errors import AkkioSyncError, DatasetNotFoundError
 from akkiosync.results import utc_now
-from akkiosync.state import Creation, Refresh
+from akkiosync.state import Creation, Refresh, Store
 
 pass_app = click.make_pass_decorator(App)
 _WAIT = click.option(
@@ -60,6 +61,7 @@ def reset(
         if not yes:
             click.confirm(f"Reset {name} ({what}, {state.rows_sent} rows sent)?", abort=True)
         if keep_dataset:
+            _settle_in_flight(app, store, name)  # a batch that landed counts as the dataset's
             store.restart_cursor(name, utc_now())
             click.echo(
                 f"{name}: cursor reset; the next run reads from the start (or from "
@@ -105,25 +107,13 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
         app.job_lock(name, wait, undone="accepted", on_wait=_waiting_for(name)),
         app.store() as store,
     ):
-        state = store.job_state(name)
-        if state.dataset_id is None:
+        dataset_id = store.job_state(name).dataset_id
+        if dataset_id is None:
             raise click.UsageError(f"job {name} has no dataset yet: nothing to accept")
+        _settle_in_flight(app, store, name)
+        state, intent = store.job_state(name), store.pending_intent(name)
         with app.client() as client:
-            count = client.get_dataset(state.dataset_id).rows
-        intent = store.pending_intent(name)
-        if (
-            intent is not None
-            and intent.dataset_id == state.dataset_id
-            and count == intent.rows_before + intent.rows
-        ):
-            # The count says the batch in flight landed, as a run would settle it: forgotten,
-            # its rows would be read and sent a second time.
-            commit_landed(store, intent, utc_now())
-            click.echo(
-                f"{name}: the batch of {intent.rows} rows in flight when the last run stopped "
-                "had landed: committed"
-            )
-            state, intent = store.job_state(name), None
+            count = client.get_dataset(dataset_id).rows
         if count == state.rows_expected and intent is None:
             click.echo(f"{name}: dataset {state.dataset_id} has {count} rows, as expected")
             return
@@ -140,6 +130,32 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
             click.confirm(f"Take {count} rows as right for {name}?", abort=True)
         store.accept_count(name, count, utc_now())
     click.echo(f"{name}: accepted; the next run expects {count} rows and goes on from its cursor")
+
+
+def _settle_in_flight(app: App, store: Store, name: str) -> None:
+    """Settle the batch a stopped run left in flight, as the next run would, before a command
+    changes what the job expects: commit it if the count shows it landed (forgotten, its rows
+    would be sent twice); refuse while it may still land."""
+    state, intent = store.job_state(name), store.pending_intent(name)
+    if intent is None or state.dataset_id is None or intent.dataset_id != state.dataset_id:
+        return
+    with app.client() as client:
+        count = client.get_dataset(state.dataset_id).rows
+    if count == intent.rows_before + intent.rows:
+        commit_landed(store, intent, utc_now())
+        click.echo(
+            f"{name}: the batch of {intent.rows} rows in flight when the last run stopped "
+            "had landed: committed"
+        )
+        return
+    grace = app.settings.landing_grace
+    ends = intent.created_at + dt.timedelta(seconds=grace)
+    if count == intent.rows_before and utc_now() < ends:
+        raise AkkioSyncError(
+            f"job {name}: a batch of {intent.rows} rows sent at {intent.created_at:%H:%M:%S} "
+            f"UTC may still land (its landing grace ends at {ends:%H:%M:%S}): nothing was "
+            f"changed; `akkiosync sync {name}` settles it, or try again after that"
+        )
 
 
 def _leftovers(refresh: Refresh) -> list[str]:

@@ -102,7 +102,15 @@ class Refresher:
                 "--new-dataset` to create the job's dataset beside it; or give target.dataset "
                 "another name"
             )
-        self._store.begin_refresh(job.name, name, state.dataset_id, existing, self._clock())
+        previous = state.dataset_id
+        if previous is not None and state.adopted:  # never delete what the job did not make
+            logger.warning(
+                "job %s: dataset %s (%s) existed before the job adopted it: the refresh leaves "
+                "it in place, and writes a new dataset of the same name",
+                job.name, state.dataset_name, previous,
+            )  # fmt: skip
+            previous = None
+        self._store.begin_refresh(job.name, name, previous, existing, self._clock())
         try:
             dataset_id = self._client.create_dataset(name).id
         except AkkioError as exc:

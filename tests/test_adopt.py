@@ -577,3 +577,41 @@ class TestDaemonOneWriter:
         assert "job a loaded" in text
         assert "job b loaded" not in text
         assert len(emulator.dataset_ids()) == 1
+
+    def test_refused_file_loads_once_the_conflict_is_gone(
+        self, tmp_path: Path, source: str
+    ) -> None:
+        """The later file is loaded, without being touched, once the first one stops writing
+        the same dataset."""
+        emulator = Emulator(api_key=API_KEY)
+        jobs = tmp_path / "config" / "jobs"
+        jobs.mkdir(parents=True)
+        (jobs / "a.yaml").write_text(JOB_FILE.format(url=source))
+        (jobs / "b.yaml").write_text(JOB_FILE.format(url=source))
+        log = tmp_path / "daemon.log"
+        with serve(emulator) as server, log.open("ab") as out:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("AKKIO", "PYTEST"))},
+                "AKKIO_API_KEY": API_KEY,
+                "AKKIO_BASE_URL": server.url,
+                "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
+                "AKKIOSYNC_LOG_FORMAT": "text",
+                "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
+                "AKKIO_RATE_LIMIT": "1000",
+            }
+            command = [sys.executable, "-m", "akkiosync", "--config", str(tmp_path / "config")]
+            process = subprocess.Popen(
+                [*command, "run"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+            )
+            try:
+                until("a's first run", lambda: len(emulator.dataset_ids()) == 1)
+                (jobs / "a.yaml").write_text(
+                    JOB_FILE.format(url=source).replace("dataset: Orders", "dataset: Other")
+                )
+                until("b loaded", lambda: "job b loaded" in log.read_text())
+                # It runs (and, as a's dataset keeps that name, stops before creating another).
+                until("b's first run", lambda: "job b: run" in log.read_text())
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+        assert len(emulator.dataset_ids()) == 1

@@ -28,6 +28,8 @@ from akkiosync.akkio import AkkioClient
 from akkiosync.cli import cli
 from akkiosync.emulator import Emulator, EmulatorServer, serve
 from akkiosync.lock import JobLock, locks_dir
+from akkiosync.results import utc_now
+from akkiosync.state import Intent, Store
 from tests.conftest import API_KEY
 
 ROWS = 30
@@ -818,6 +820,60 @@ class TestKeepDataset:
         result = run("reset", "orders", "--keep-dataset", "--delete-dataset", "--yes")
         assert result.exit_code == 2
         assert "exclude each other" in result.output
+
+
+def in_flight(env: dict[str, str], dataset_id: str, rows_before: int, rows: int) -> Intent:
+    """Leave an intent as a run killed while sending a batch of ``rows`` leaves it."""
+    intent = Intent("orders", dataset_id, rows, rows_before, None, '{"x": 1}', utc_now())
+    with Store.open(Path(env["AKKIOSYNC_STATE"])) as store:
+        store.record_intent(intent)
+    return intent
+
+
+def land(emulator: Emulator, dataset_id: str, ids: range) -> None:
+    """Store rows in the dataset as a late request would."""
+    rows = [
+        {"id": i, "amount": 1.0, "status": "late", "created_at": "2026-01-01T00:00:00"} for i in ids
+    ]
+    with httpx.Client(transport=emulator.transport()) as http:
+        http.post(
+            "http://emulator/v1/datasets", json={"api_key": API_KEY, "id": dataset_id, "rows": rows}
+        ).raise_for_status()
+
+
+class TestInFlight:
+    """A command that changes what a job expects first settles the batch a run left in flight."""
+
+    def test_accept_waits_for_the_grace(
+        self, run: Invoke, emulator: Emulator, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch that may still land: accept refuses (exit 1), changing nothing."""
+        monkeypatch.setenv("AKKIOSYNC_LANDING_GRACE", "600")
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        in_flight(env, dataset_id, ROWS, 3)
+        result = run("accept", "orders", "--yes")
+        assert result.exit_code == 1
+        assert "may still land" in result.stderr
+        with Store.open(Path(env["AKKIOSYNC_STATE"])) as store:
+            assert store.pending_intent("orders") is not None
+            assert store.job_state("orders").rows_expected == ROWS
+
+    def test_keep_dataset_counts_a_landed_batch(
+        self, run: Invoke, emulator: Emulator, env: dict[str, str]
+    ) -> None:
+        """reset --keep-dataset commits a batch that landed, so the rows it holds stay
+        expected and the next run's count check passes."""
+        run("sync")
+        dataset_id = only_dataset(emulator)
+        in_flight(env, dataset_id, ROWS, 3)
+        land(emulator, dataset_id, range(101, 104))
+        result = run("reset", "orders", "--keep-dataset", "--yes")
+        assert result.exit_code == 0, result.output
+        assert "had landed: committed" in result.stdout
+        with Store.open(Path(env["AKKIOSYNC_STATE"])) as store:
+            assert store.job_state("orders").rows_expected == ROWS + 3
+            assert store.pending_intent("orders") is None
 
 
 class TestAccept:

@@ -216,7 +216,8 @@ class TestDaemonProcess:
 
         (daemon.jobs / "second.yaml").unlink()
         until("a removed job", lambda: daemon.logged("job second removed"))
-        assert '"second"' not in daemon_file.read_text()
+        # The daemon file is rewritten at the main loop's next turn, just after the log line.
+        until("the daemon file without it", lambda: '"second"' not in daemon_file.read_text())
 
         assert daemon.metric("akkiosync_rows_sent_total", job="orders") == 40
         runs = daemon.metric("akkiosync_runs_total", job="orders", result="success")

@@ -609,11 +609,6 @@ class TestTargets:
         assert only != appended
         assert dataset_rows(emulator, only) == table_rows(*source)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="not fixed: the store does not record that a dataset was adopted, so a refresh "
-        "takes it for the job's own and deletes it (needs a store migration)",
-    )
     def test_an_adopted_dataset_is_not_deleted(
         self,
         store: Store,
@@ -631,8 +626,14 @@ class TestTargets:
         runner = Runner(store, client, sleep=no_sleep)
         target = {"dataset": "Orders", "adopt": True, "existing_rows": "append"}
         assert runner.run(make_job(sqlite_url, "orders", target=target)).ok
-        runner.run(replace_job(sqlite_url, "orders"))
-        assert theirs in emulator.dataset_ids()
+        kept = emulator.rows(theirs)
+        first = runner.run(replace_job(sqlite_url, "orders"))
+        assert first.ok, first.error
+        second = runner.run(replace_job(sqlite_url, "orders"))  # replaces only its own
+        assert second.ok, second.error
+        assert emulator.dataset_ids() == [theirs, second.dataset_id]
+        assert emulator.rows(theirs) == kept
+        assert dataset_rows(emulator, second.dataset_id or "") == table_rows(*source)
 
     def test_replace_then_append_goes_on_from_the_refresh(
         self,

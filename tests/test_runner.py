@@ -19,6 +19,7 @@ from akkiosync.cursor import decode_cursor
 from akkiosync.emulator import Emulator
 from akkiosync.preview import preview
 from akkiosync.runner import Runner
+from akkiosync.source import engine_url
 from akkiosync.state import Store
 from tests.conftest import API_KEY, make_job, no_sleep
 
@@ -473,6 +474,30 @@ class TestCursorColumns:
         assert not changed.ok
         assert "key id (int)" in (changed.error or "")
         assert "key none" in (changed.error or "")
+
+    def test_watermark_gains_a_time_zone(
+        self, store: Store, client: AkkioClient, postgres_url: str, table_name: str
+    ) -> None:
+        """``timestamp`` retyped to ``timestamptz`` after the first run: the naive position
+        no longer fits, and the run says so before reading."""
+        engine = sa.create_engine(engine_url(postgres_url))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE TABLE {table_name} (id int primary key, at timestamp)"))
+            conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1, '2026-01-01 10:00')"))
+        try:
+            runner = Runner(store, client, sleep=no_sleep)
+            source = {"url": postgres_url, "table": table_name, "watermark": "at", "key": "id"}
+            assert runner.run(make_job(postgres_url, table_name, source=source)).ok
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table_name} ALTER at TYPE timestamptz"))
+            changed = runner.run(make_job(postgres_url, table_name, source=source))
+            assert not changed.ok
+            assert "watermark at (datetime)" in (changed.error or "")
+            assert "watermark at (datetime+tz)" in (changed.error or "")
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE {table_name}"))
+            engine.dispose()
 
     def test_legacy_cursor_key_length(
         self, store: Store, client: AkkioClient, db_url: str, orders: sa.Table

@@ -203,6 +203,30 @@ class TestReset:
         assert store.job_state("orders").new_dataset_ok is True
 
 
+class TestAdoptedMigration:
+    """Version 6 marks the datasets a job found holding rows as adopted, never its own."""
+
+    def test_rows_at_pin_means_adopted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A version 5 store: a job pinned with rows there is adopted, one pinned empty not."""
+        path = tmp_path / "old.db"
+        monkeypatch.setattr(state_schema, "MIGRATIONS", state_schema.MIGRATIONS[:5])
+        with Store.open(path) as old, old._transaction(write=True) as connection:
+            for name, rows in (("theirs", 7), ("ours", 0)):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO jobs (name, dataset_id, rows_at_pin, updated_at) "
+                        "VALUES (:n, :d, :r, :u)"
+                    ),
+                    {"n": name, "d": f"ds-{name}", "r": rows, "u": "2026-01-01T00:00:00+00:00"},
+                )
+        monkeypatch.undo()
+        with Store.open(path) as store:
+            assert store.job_state("theirs").adopted is True
+            assert store.job_state("ours").adopted is False
+
+
 class TestRebaseline:
     """Restarting the cursor keeps the dataset; accepting a count changes what is expected."""
 

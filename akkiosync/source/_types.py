@@ -96,10 +96,12 @@ def python_type(sql_type: sa.types.TypeEngine[Any]) -> type | None:
 def table_column(column: sa.Column[Any], dialect: str) -> SourceColumn:
     """A reflected table column, as the mapping sees it."""
     sql_type = column.type
+    # str() of a reflected timestamptz is plain "TIMESTAMP": say what it is.
+    zone = " WITH TIME ZONE" if getattr(sql_type, "timezone", False) else ""
     return SourceColumn(
         column.name,
         python_type(sql_type),
-        str(sql_type),
+        f"{sql_type}{zone}" if zone and "ZONE" not in str(sql_type) else str(sql_type),
         utc=isinstance(sql_type, mysql.TIMESTAMP),
         field_type=_field_type(sql_type),
         fraction=_fraction(sql_type, dialect),

@@ -26,6 +26,7 @@ class JobState:
     new_dataset_ok: bool = False  # the next creation may take a name already in use
     replaced_at: datetime | None = None  # mode: replace: when the dataset was last replaced
     type_warnings_json: str | None = None  # fields whose type Akkio inferred otherwise
+    adopted: bool = False  # the dataset existed before the job: never deleted by a refresh
 
     @property
     def rows_expected(self) -> int:

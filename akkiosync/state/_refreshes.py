@@ -114,6 +114,7 @@ class Refreshes(RunHistory):
                 "cursor_json": refresh.cursor_json,
                 "cursor_columns_json": cursor_columns_json,
                 "rows_at_pin": 0,
+                "adopted": 0,  # the refresh made it
                 "rows_sent": refresh.rows_sent,
                 "batches_sent": batches,
                 "new_dataset_ok": 0,

@@ -175,12 +175,22 @@ def _create_v5(connection: sa.Connection) -> None:
     connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN type_warnings_json TEXT"))
 
 
+def _create_v6(connection: sa.Connection) -> None:
+    """Version 6: whether the job's dataset was adopted (``target.dataset_id``, ``adopt``)
+    rather than made by the job, so that a refresh never deletes it. Frozen like the others."""
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0"))
+    # Before this version only an adopted dataset could hold rows when it was pinned; a count
+    # accepted since may look the same, and is kept on the safe side: never deleted.
+    connection.execute(sa.text("UPDATE jobs SET adopted = 1 WHERE rows_at_pin > 0"))
+
+
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _create_v3,
     _create_v4,
     _create_v5,
+    _create_v6,
 )
 
 metadata = sa.MetaData()
@@ -201,3 +211,4 @@ jobs.append_column(sa.Column("new_dataset_ok", sa.Integer, nullable=False, serve
 refreshes = _define_v5(metadata)
 jobs.append_column(sa.Column("replaced_at", Timestamp))
 jobs.append_column(sa.Column("type_warnings_json", sa.Text))
+jobs.append_column(sa.Column("adopted", sa.Integer, nullable=False, server_default="0"))

@@ -133,15 +133,17 @@ class Store(Refreshes):
         now: datetime,
         *,
         rows_at_pin: int = 0,
+        adopted: bool = False,
     ) -> None:
-        """Record the dataset the job writes to and its schema, and forget the pending
-        creation; the cursor and counters stay."""
+        """Record the dataset the job writes to (``adopted``: one it did not make) and its
+        schema, and forget the pending creation; the cursor and counters stay."""
         values = {
             "dataset_id": dataset_id,
             "dataset_name": dataset_name,
             "schema_json": schema_json,
             "rows_at_pin": rows_at_pin,
             "new_dataset_ok": 0,
+            "adopted": int(adopted),
             "updated_at": schema.utc(now),
         }
         with self._transaction(write=True) as connection:
@@ -338,4 +340,5 @@ def _job_state(row: sa.Row[Any]) -> JobState:
     values = dict(row._mapping)
     del values["updated_at"]
     values["new_dataset_ok"] = bool(values["new_dataset_ok"])
+    values["adopted"] = bool(values["adopted"])
     return JobState(job=values.pop("name"), **values)
