@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
 from akkiosync.emulator import Emulator
+from akkiosync.runner import Runner
 from akkiosync.source import engine_url
+from akkiosync.state import Store
 
 API_KEY = "test-key-0123456789"
 _OUR_VARIABLES = ("AKKIO_", "AKKIOSYNC_")
@@ -169,6 +171,19 @@ def make_table(engine: sa.Engine) -> Iterator[Any]:
 
     yield make
     metadata.drop_all(engine)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh checkpoint store, where the settings would put it."""
+    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
+        yield s
+
+
+@pytest.fixture
+def runner(store: Store, client: AkkioClient) -> Runner:
+    """A runner on the store and the in-process emulator."""
+    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture

@@ -72,13 +72,6 @@ def recorded(recorder: Recorder) -> Iterator[AkkioClient]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh checkpoint store."""
-    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
-        yield s
-
-
-@pytest.fixture
 def runner(store: Store, recorded: AkkioClient) -> Runner:
     """A runner on the store and the recorded emulator client."""
     return Runner(store, recorded, sleep=no_sleep)

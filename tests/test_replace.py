@@ -83,13 +83,6 @@ def named(client: AkkioClient, name: str = "Orders") -> list[str]:
     return [d.id for d in client.list_datasets() if d.name == name]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh checkpoint store."""
-    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
-        yield s
-
-
 # -- on the real databases ---------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,19 +26,6 @@ from tests.conftest import API_KEY, make_job, no_sleep
 MakeTable = Callable[..., sa.Table]
 MICRO_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 T0 = dt.datetime(2026, 5, 1, 8, 30, 0, 123456)  # noqa: DTZ001 - naive columns on purpose
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh checkpoint store."""
-    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
-        yield s
-
-
-@pytest.fixture
-def runner(store: Store, client: AkkioClient) -> Runner:
-    """A runner on the store and the in-process emulator."""
-    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from akkiosync.akkio import AkkioClient
 from akkiosync.emulator import Emulator
 from akkiosync.mapping import Schema
 from akkiosync.runner import Runner
 from akkiosync.source import engine_url
 from akkiosync.state import Store
-from tests.conftest import make_job, no_sleep
+from tests.conftest import make_job
 from tests.test_values import cursor_key, execute, rows_of
 
 PG_ENUM = (
@@ -110,19 +109,6 @@ TYPE_TABLE = [
     Case("mysql", "DECIMAL(12,2)", "-0.50", "float", -0.5),
     Case("sqlite", "INTEGER", "42", "integer", 42),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh checkpoint store."""
-    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
-        yield s
-
-
-@pytest.fixture
-def runner(store: Store, client: AkkioClient) -> Runner:
-    """A runner on the store and the in-process emulator."""
-    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture

@@ -23,23 +23,10 @@ from akkiosync.runner import Runner
 from akkiosync.source import engine_url
 from akkiosync.source._types import mysql_time_text
 from akkiosync.state import Store
-from tests.conftest import make_job, no_sleep
+from tests.conftest import make_job
 
 T0 = dt.datetime(2026, 5, 1, 8, 30, 0)  # noqa: DTZ001 - naive columns on purpose
 SSNS = ("111-11-1111", "222-22-2222", "333-33-3333", "444-44-4444", "555-55-5555")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh checkpoint store."""
-    with Store.open(tmp_path / "state" / "akkiosync.db") as s:
-        yield s
-
-
-@pytest.fixture
-def runner(store: Store, client: AkkioClient) -> Runner:
-    """A runner on the store and the in-process emulator."""
-    return Runner(store, client, sleep=no_sleep)
 
 
 @pytest.fixture
