@@ -13,6 +13,7 @@ landed is raised at once: only the caller can reconcile it, from the dataset's r
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import importlib.metadata
 import json
@@ -47,6 +48,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 _AUTH_MESSAGE = re.compile(r"api[ _-]?key", re.IGNORECASE)
 _NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist|no such|unknown dataset", re.I)
 # Transport failures raised before any byte of the request could leave this process.
+_QUOTED = 500  # characters of a server's message quoted in an error
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -219,6 +221,11 @@ def _transport_error(
 ) -> AkkioTransportError:
     """Map a request that got no (complete) answer; it may have landed unless it never left."""
     reason = redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):  # say where it looked
+        with contextlib.suppress(RuntimeError):  # an error raised outside a request
+            url = exc.request.url
+            port = url.port or (443 if url.scheme == "https" else 80)
+            reason = f"cannot connect to {url.host}:{port} (AKKIO_BASE_URL): {reason}"
     landed = changes and not isinstance(exc, _NEVER_SENT)
     return AkkioTransportError(redact(f"{where}: {reason}"), maybe_landed=landed)
 
@@ -281,9 +288,15 @@ def _server_message(body: Mapping[str, Any]) -> str:
     for key in ("message", "error", "detail"):
         value = body.get(key)
         if isinstance(value, str) and value:
-            return value
+            return _bounded(value)
     status = body.get("status")
-    return str(status) if status not in (None, "success") else ""
+    return _bounded(str(status)) if status not in (None, "success") else ""
+
+
+def _bounded(text: str) -> str:
+    """Server text as errors and logs quote it: at most ``_QUOTED`` characters, for a server
+    (or a proxy in front of it) may answer with a page of any length."""
+    return text if len(text) <= _QUOTED else f"{text[:_QUOTED]}... ({len(text)} characters)"
 
 
 def _retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -6,6 +6,7 @@ does) or configures logging (``cli`` does).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,14 +16,16 @@ import httpx
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.alerts import Alerter
-from akkiosync.config import Job, Settings, load_jobs, load_settings, select_jobs
+from akkiosync.config import Job, Settings, load_settings
 from akkiosync.daemon import Daemon, DaemonOptions
 from akkiosync.delivery import ReconcilePolicy
-from akkiosync.errors import ConfigError, JobBusyError
+from akkiosync.errors import ConfigError, JobBusyError, JobNotFoundError, StateError
+from akkiosync.jobset import JobSet, load_job_set
 from akkiosync.lock import JobLock
 from akkiosync.logcontext import current_job
 from akkiosync.metrics import Metrics
 from akkiosync.pacing import RetryPolicy, limiter_for
+from akkiosync.redact import redact
 from akkiosync.runner import Runner
 from akkiosync.state import Store
 
@@ -30,9 +33,11 @@ from akkiosync.state import Store
 class App:
     """What the commands share: settings and jobs, loaded on first use."""
 
-    def __init__(self, config_dir: Path | None) -> None:
+    def __init__(self, config_dir: Path | None, warn: Callable[[str], None] | None = None) -> None:
         self._config_dir = config_dir
         self._settings: Settings | None = None
+        self._job_set: JobSet | None = None
+        self._warn = warn or _warn_on_stderr
 
     @property
     def settings(self) -> Settings:
@@ -40,11 +45,50 @@ class App:
             self._settings = load_settings(self._config_dir)
         return self._settings
 
-    def jobs(self, names: tuple[str, ...] = ()) -> list[Job]:
-        jobs = load_jobs(self.settings.akkiosync_config)
-        if not jobs:
-            raise ConfigError(f"{self.settings.akkiosync_config / 'jobs'}: no job files (*.yaml)")
-        return select_jobs(jobs, names)
+    def job_set(self) -> JobSet:
+        """The valid jobs and the invalid files, loaded once; ``ConfigError`` if there are no
+        job files at all."""
+        if self._job_set is None:
+            config = self.settings.akkiosync_config
+            loaded = load_job_set(config)
+            if not loaded.jobs and not loaded.invalid:
+                raise ConfigError(f"{config / 'jobs'}: no job files (*.yaml)")
+            self._job_set = loaded
+        return self._job_set
+
+    def jobs(self, names: tuple[str, ...] = (), *, strict: bool = False) -> list[Job]:
+        """The jobs named (all valid ones if none are). Invalid files are reported through
+        ``warn`` and skipped, unless ``strict`` or a named job is one of theirs (then
+        ``ConfigError``, exit 2); with no name and no valid job, ``ConfigError`` too."""
+        loaded = self.job_set()
+        if loaded.invalid and (strict or not (loaded.jobs or names)):
+            raise ConfigError("\n".join(loaded.problems()))
+        for bad in loaded.invalid:
+            if not bad.names & set(names):  # a named job's file is reported as the error
+                for line in bad.problem.splitlines():
+                    self._warn(line)
+        return loaded.select(names) if names else list(loaded.jobs)
+
+    def known_job(self, name: str, store: Store, *, warn: bool = False) -> bool:
+        """Whether a job file defines job ``name`` (valid or not: True), or only the store
+        knows it (False: its file was removed); ``JobNotFoundError`` (exit 2, naming the
+        known jobs) if neither does. ``warn``: report invalid job files as ``jobs`` does."""
+        try:
+            loaded: JobSet | None = self.job_set()
+        except ConfigError:  # no job files at all: the store alone tells what is known
+            loaded = None
+        if loaded is not None and warn:
+            for line in loaded.problems():
+                self._warn(line)
+        if loaded is not None and (
+            name in loaded.names or any(name in bad.names for bad in loaded.invalid)
+        ):
+            return True
+        stored = [state.job for state in store.job_states()]
+        if name in stored or store.runs(name, 1):
+            return False
+        empty = JobSet((), ())
+        raise JobNotFoundError((loaded or empty).not_found([name], also=stored))
 
     def client(self, metrics: Metrics | None = None) -> AkkioClient:
         """The Akkio client; its retries are counted in ``metrics`` when given."""
@@ -114,7 +158,17 @@ class App:
 
     @contextmanager
     def store(self) -> Iterator[Store]:
-        store = Store.open(self.settings.akkiosync_state)
+        path = self.settings.akkiosync_state
+        existed = path.exists()
+        try:
+            store = Store.open(path)
+        except StateError as exc:
+            if existed:  # a store that is there but unusable (corrupt, newer): not the setting
+                raise
+            raise ConfigError(
+                f"{exc}: the checkpoint store cannot be created there; set AKKIOSYNC_STATE to "
+                "a file in a writable directory (a volume, in a container)"
+            ) from None
         try:
             yield store
         finally:
@@ -138,6 +192,10 @@ class App:
             raise JobBusyError(name, lock.holder(), undone)
         with lock:
             yield
+
+
+def _warn_on_stderr(line: str) -> None:
+    print(f"warning: {redact(line)}", file=sys.stderr)
 
 
 def _retry_counter(metrics: Metrics | None) -> Callable[[], None] | None:

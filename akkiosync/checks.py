@@ -16,10 +16,10 @@ from akkiosync.akkio import AkkioClient
 from akkiosync.app import App
 from akkiosync.config import Job
 from akkiosync.dataset import planned_schema, schema_drift
-from akkiosync.errors import ConfigError
+from akkiosync.errors import ConfigError, SourceError
 from akkiosync.mapping import Schema
 from akkiosync.preview import preview
-from akkiosync.source import Bounds, make_source
+from akkiosync.source import Bounds, engine_url, make_source, query_warnings, split_table
 
 pass_app = click.make_pass_decorator(App)
 
@@ -35,9 +35,9 @@ pass_app = click.make_pass_decorator(App)
 def validate(app: App, *, connect: bool) -> None:
     """Check the settings and every job file (two jobs may not write one dataset); exit 2 on
     a problem."""
-    jobs = app.jobs()
+    jobs = app.jobs(strict=True)
     pinned = _pinned_schemas(app)
-    problems: list[str] = []  # found on Akkio: reported together, once every job is shown
+    problems: list[str] = []  # found connecting: reported together, once every job is shown
     with ExitStack() as stack:
         client: AkkioClient | None = None
         for job in jobs:
@@ -50,16 +50,26 @@ def validate(app: App, *, connect: bool) -> None:
                     f"  warning: {job.name} has no source.key; batches end only where the "
                     "watermark changes (a unique key is recommended)"
                 )
+            for warning in query_warnings(job.source.query or ""):
+                click.echo(f"  warning: source.query: {warning}")
             if job.name in pinned and job.mode == "append":  # a refresh plans anew each run
                 for warning in schema_drift(job.columns, pinned[job.name], job=job.name).warnings:
                     click.echo(f"  warning: {warning}")
             if not connect:
                 continue
-            with make_source(job.source) as source:
-                columns = source.columns()
-                schema = planned_schema(job, columns)
-                source.check(_bounds_of(job))  # do settle and lookback fit the watermark?
-                unindexed = source.unindexed()
+            try:
+                with make_source(job.source) as source:
+                    columns = source.columns()
+                    schema = planned_schema(job, columns)
+                    source.check(_bounds_of(job))  # do settle and lookback fit the watermark?
+                    unindexed = source.unindexed()
+            except (ConfigError, SourceError) as exc:  # a bad query, table or URL: exit 2
+                click.echo("  source: failed (see below)")
+                text = str(exc)
+                problems.append(
+                    f"{job.path}: {text if text.startswith('source') else f'source: {text}'}"
+                )
+                continue
             if not job.target.existing:
                 fields = ", ".join(f"{f.name}:{f.type}" for f in schema.fields)
                 click.echo(f"  source ok; fields: {fields}")
@@ -81,7 +91,7 @@ def validate(app: App, *, connect: bool) -> None:
             for column in unindexed:
                 click.echo(
                     f"  warning: no index starts with {column}: every run scans the table "
-                    f"(CREATE INDEX ON {job.source.table} ({column}))"
+                    f"({_index_statement(job, column)})"
                 )
     if problems:
         raise ConfigError("\n".join(problems))
@@ -147,3 +157,12 @@ def _bounds_of(job: Job) -> Bounds:
     spec = job.source
     window = None if spec.lookback is None else (None, spec.lookback)  # type, not anchor
     return Bounds(settle=spec.settle, window=window)
+
+
+def _index_statement(job: Job, column: str) -> str:
+    """The index to suggest for ``column``, its identifiers quoted as the source's dialect
+    quotes them (a name in any case or with any character pastes as it is)."""
+    quote = engine_url(job.source.url).get_dialect()().identifier_preparer.quote_identifier
+    schema, table = split_table(job.source.table or "")
+    name = ".".join(quote(part) for part in (schema, table) if part)
+    return f"CREATE INDEX {quote(f'{table}_{column}_idx')} ON {name} ({quote(column)})"

@@ -1,6 +1,7 @@
 """The ``akkiosync`` command line: commands, logging set-up and exit codes.
 
-Exit codes: 0 success, 1 a job failed, 2 bad configuration or usage.
+Exit codes: 0 success, 1 a job failed, 2 bad configuration or usage (for ``sync`` of every job:
+an invalid job file, once the valid jobs ran without failing).
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import tempfile
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ from akkiosync.config import Settings
 from akkiosync.demo import run_demo
 from akkiosync.emulator import FAULT_KINDS, FaultPlan
 from akkiosync.errors import AkkioSyncError, ConfigError
-from akkiosync.logcontext import ContextFilter, JsonFormatter, TextFormatter
+from akkiosync.logcontext import ContextFilter
+from akkiosync.logformat import JsonFormatter, TextFormatter
 from akkiosync.operate import accept, reset
 from akkiosync.redact import RedactingFilter, redact
 from akkiosync.report import (
@@ -35,6 +39,7 @@ from akkiosync.report import (
     run_line,
     status_lines,
 )
+from akkiosync.state import Store
 
 
 class _Group(click.Group):
@@ -51,7 +56,8 @@ class _Group(click.Group):
 
 def configure_logging(level: str, fmt: str = "auto") -> None:
     """One line per event on stderr: JSON, or text on a terminal (``auto``); every line
-    redacted and marked with its job and run."""
+    redacted and marked with its job and run. Library warnings (``warnings``, such as
+    SQLAlchemy's "Did not recognize type") are log lines in the same format."""
     handler = logging.StreamHandler(sys.stderr)
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
@@ -63,6 +69,10 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
     # httpx logs every request URL at INFO; GET URLs carry the API key (redacted anyway).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Off, then on: whoever set ``warnings.showwarning`` since (pytest, catch_warnings) put
+    # their own back, and logging's switch would otherwise believe it still holds.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +138,10 @@ def run(app: App) -> None:
 )
 @pass_app
 def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) -> None:
-    """Run jobs now, once each, to the end of their sources (all jobs if none are named)."""
+    """Run jobs now, once each, to the end of their sources (all jobs if none are named).
+
+    An invalid job file is reported (warning: lines) and skipped: the other jobs run. Exit 1 if
+    a job failed; else 2 if, with no job named, a job file is invalid; else 0."""
     if new_dataset and not names:
         raise click.UsageError("--new-dataset needs the names of the jobs it is for")
     jobs = app.jobs(names)
@@ -139,6 +152,8 @@ def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) ->
         click.echo(result_line(result), err=not result.ok)
     if any(not r.ok for r in results):
         sys.exit(1)
+    if app.job_set().invalid and not names:  # all that could run did: the files still need a fix
+        sys.exit(2)
 
 
 @cli.command()
@@ -155,7 +170,12 @@ def status(app: App, *, as_json: bool, no_lag: bool) -> None:
             click.echo(f"warning: {line}", err=True)
         jobs = []
     daemon = daemon_info(app.settings.daemon_file)
-    with app.store() as store:
+    with ExitStack() as stack:
+        if app.settings.akkiosync_state.exists():
+            store = stack.enter_context(app.store())
+        else:  # nothing ran yet: every job shows as never run, and no store is left behind
+            empty = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "empty.db"
+            store = stack.enter_context(Store.open(empty))
         statuses = job_statuses(store, jobs, daemon=daemon, with_lag=not no_lag)
     for line in status_lines(statuses, daemon=daemon, with_lag=not no_lag, as_json=as_json):
         click.echo(line)
@@ -200,6 +220,8 @@ def logs(
         raise click.BadParameter(str(exc), param_hint="--since") from None
     show = run_json if as_json else run_line
     with app.store() as store:
+        if name is not None:
+            app.known_job(name, store, warn=True)
         if not follow:
             records = store.runs(name, limit, since=start, failed=failed)
             if not records and not as_json:
@@ -286,7 +308,10 @@ def emulator(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--fault/--fault-script") from None
     emu = emulator_module.Emulator(api_key=api_key, data_file=data, faults=plan)
-    emulator_module.serve_forever(emu, host, port)
+    try:
+        emulator_module.serve_forever(emu, host, port)
+    except emulator_module.ListenError as exc:  # a port in use: one line, exit 2
+        raise ConfigError(str(exc)) from None
 
 
 @cli.command()

@@ -8,14 +8,14 @@ each name the file and the key path, e.g. ``jobs/orders.yaml: source.watermark: 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
+import httpx
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -32,10 +32,12 @@ from sqlalchemy.exc import ArgumentError
 
 from akkiosync.akkio import DEFAULT_BASE_URL
 from akkiosync.errors import ConfigError, JobNotFoundError
+from akkiosync.jobyaml import JobYamlError, expand, read_yaml
 from akkiosync.lock import locks_dir
 from akkiosync.mapping import FieldType, OnBadValue
 from akkiosync.redact import redact, register_secret
 from akkiosync.schedule import Schedule, parse_duration, parse_schedule
+from akkiosync.source import split_table
 
 JOB_SUFFIXES = (".yaml", ".yml")
 MIN_DEFAULT_GRACE = 120.0  # seconds: the landing grace's default is never shorter
@@ -70,6 +72,35 @@ class Settings(BaseSettings):
     akkiosync_history_runs: Annotated[int, Field(ge=10)] = 1000  # runs kept per job at most
     akkiosync_alert_webhook: str | None = None  # global alerts, for jobs without their own
     akkiosync_alert_on: str = "failure,recovery"
+
+    @field_validator("akkio_base_url")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        try:
+            url: httpx.URL | None = httpx.URL(value)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                "AKKIO_BASE_URL must be an http:// or https:// URL with a host, like "
+                f"{DEFAULT_BASE_URL} (or http://127.0.0.1:8765/v1 for the emulator)"
+            )
+        return value
+
+    @field_validator("akkiosync_state", mode="before")
+    @classmethod
+    def _state_file(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and not str(value).strip():
+            raise ValueError(
+                "AKKIOSYNC_STATE is empty: set it to the checkpoint store's file, like "
+                "state/akkiosync.db"
+            )
+        if isinstance(value, str | Path) and Path(value).is_dir():
+            raise ValueError(
+                f"AKKIOSYNC_STATE {value} is a directory: set it to a file in it, like "
+                f"{Path(value) / 'akkiosync.db'}"
+            )
+        return value
 
     def global_alerts(self) -> AlertsSpec | None:
         """The global alert settings, if a webhook is set."""
@@ -188,6 +219,13 @@ class SourceSpec(_Model):
             raise ValueError(
                 "not a valid SQLAlchemy URL (like postgresql+psycopg://user@host/dbname)"
             )
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_table(value)  # a ValueError saying how to write it
         return value
 
     @field_validator("key", mode="before")
@@ -309,35 +347,6 @@ class Job(_Model):
         return self
 
 
-_VAR = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-
-
-def _expand(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
-    if isinstance(value, dict):
-        return {
-            k: _expand(v, env, f"{path}.{k}" if path else str(k), problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_expand(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match["name"], match["default"]
-        if name in env and (env[name] or default is None):
-            return env[name]
-        if default is not None:
-            return default
-        problems.append(f"{path or '(top)'}: environment variable {name} is not set")
-        return ""
-
-    return _VAR.sub(substitute, value)
-
-
 def _format_errors(where: str, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
@@ -360,28 +369,18 @@ def environment(settings_env_file: Path = Path(".env")) -> dict[str, str]:
 
 
 def load_job_file(path: Path, env: Mapping[str, str]) -> Job:
-    """Parse, expand and validate one job file."""
+    """Parse, expand and validate one job file (see ``jobyaml`` for the bounds on its cost)."""
     where = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        if context and problem.startswith("but "):  # "but found another document" needs its start
-            problem = f"{context}, {problem}"
-        raise ConfigError(f"{where}: {at}invalid YAML: {problem}") from None
+        document = read_yaml(path)
+    except JobYamlError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if not isinstance(document, dict):
         raise ConfigError(
             f"{where}: a job file must be a mapping of keys (name, source, target...)"
         )
     problems: list[str] = []
-    expanded = _expand(document, env, "", problems)
+    expanded = expand(document, env, "", problems)
     if "path" in expanded:  # a field set by the loader, not a key users may write
         problems.append("path: unknown key")
     if problems:
@@ -404,31 +403,49 @@ def job_files(config_dir: Path) -> list[Path]:
 
 def load_jobs(config_dir: Path, env: Mapping[str, str] | None = None) -> list[Job]:
     """Every job under ``<config>/jobs``; all problems of all files are reported together."""
+    jobs, refused = load_files(config_dir, env)
+    if refused:
+        raise ConfigError("\n".join(r.problem for r in refused))
+    return jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A job file that defines no job: its problem (lines naming the file), and the job it
+    would define were it not for another file's name or target (None: it is invalid itself)."""
+
+    path: Path
+    problem: str
+    job: Job | None = None
+
+
+def load_files(
+    config_dir: Path, env: Mapping[str, str] | None = None
+) -> tuple[list[Job], list[Refused]]:
+    """The valid jobs under ``<config>/jobs``, and the files refused. As in the daemon's first
+    scan, a file whose job name or target an earlier file (by name) has is the refused one."""
     env = environment() if env is None else env
     jobs: list[Job] = []
-    problems: list[str] = []
+    refused: list[Refused] = []
     seen: dict[str, Path] = {}
     targets: dict[str, Path] = {}  # one writer per dataset
     for path in job_files(config_dir):
         try:
             job = load_job_file(path, env)
         except ConfigError as exc:
-            problems.append(str(exc))
+            refused.append(Refused(path, str(exc)))
             continue
         if job.name in seen:
-            problems.append(
-                f"{path}: name: job name {job.name!r} is already used by {seen[job.name]}"
-            )
+            problem = f"{path}: name: job name {job.name!r} is already used by {seen[job.name]}"
+            refused.append(Refused(path, problem, job))
             continue
         if (owner := targets.get(job.target.identity)) is not None:
-            problems.append(shared_target(path, job, owner))
+            refused.append(Refused(path, shared_target(path, job, owner), job))
             continue
         seen[job.name] = path
         targets[job.target.identity] = path
         jobs.append(job)
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return jobs
+    return jobs, refused
 
 
 def shared_target(path: Path, job: Job, owner: Path) -> str:

@@ -88,13 +88,16 @@ class Daemon:
             self._loaded = True
             self._scheduler.start()
             self._metrics.set_up(True)
-            logger.info("daemon started: %d job(s), pid %d", len(self._jobs), os.getpid())
+            logger.info(
+                "daemon started: %d job(s), pid %d", len(self._jobs), os.getpid(),
+                extra={"event": "daemon_started", "jobs": len(self._jobs), "pid": os.getpid()},
+            )  # fmt: skip
             while not self._stop.is_set():
                 self._write_daemon_file()
                 if self._reload.wait(self._options.reload_interval):
                     self._reload.clear()
                     if not self._stop.is_set():
-                        logger.info("reloading job files (SIGHUP)")
+                        logger.info("reloading job files (SIGHUP)", extra={"event": "reloading"})
                 if not self._stop.is_set():
                     self._scan()
             return self._shut_down()
@@ -106,7 +109,10 @@ class Daemon:
             self._options.daemon_file.unlink(missing_ok=True)
 
     def _shut_down(self) -> int:
-        logger.info("shutting down: runs in flight finish their current batch")
+        logger.info(
+            "shutting down: runs in flight finish their current batch",
+            extra={"event": "shutting_down"},
+        )
         waiter = threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True})
         waiter.start()
         waiter.join(self._options.shutdown_timeout)
@@ -116,8 +122,9 @@ class Daemon:
                 "runs still in flight after %.0fs; exiting anyway (their batches are reconciled "
                 "on the next start)",
                 self._options.shutdown_timeout,
+                extra={"event": "shutdown_timeout", "seconds": self._options.shutdown_timeout},
             )
-        logger.info("daemon stopped")
+        logger.info("daemon stopped", extra={"event": "daemon_stopped"})
         return 0
 
     # -- signals ---------------------------------------------------------------------------
@@ -130,7 +137,7 @@ class Daemon:
     def _on_stop_signal(self, signum: int, _: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            logger.warning("second signal: exiting now")
+            logger.warning("second signal: exiting now", extra={"event": "second_signal"})
             os._exit(128 + signum)  # nothing to flush: every batch is intent-protected
         self._stop.set()
         self._reload.set()  # wake the main loop
@@ -142,7 +149,9 @@ class Daemon:
         try:
             paths = job_files(self._options.config_dir)
         except ConfigError as exc:
-            logger.error("%s", exc)  # noqa: TRY400 - a configuration problem, not a crash
+            logger.error(  # noqa: TRY400 - a configuration problem, not a crash
+                "%s", exc, extra={"event": "config_error", "error": str(exc)}
+            )
             paths = []
         seen = set(paths)
         env: dict[str, str] | None = None
@@ -202,7 +211,10 @@ class Daemon:
         kept = previous[2] if previous else None
         note = f"; job {kept} keeps its previous version" if kept else ""
         for line in problem.splitlines():
-            logger.error("invalid job file: %s%s", line, note)
+            logger.error(
+                "invalid job file: %s%s", line, note,
+                extra={"event": "job_file_invalid", "path": str(path), "error": line},
+            )  # fmt: skip
         self._files[path] = (*stamp, kept)
 
     def _owner(self, name: str, besides: Path | None = None) -> Path | None:
@@ -227,13 +239,16 @@ class Daemon:
         elif old is None or old.schedule != job.schedule or run_now:
             self._scheduler.put(job.name, job.schedule, run_now=run_now)
         verb = "loaded" if old is None else "reloaded"
-        logger.info("job %s %s (schedule %s)", job.name, verb, job.schedule or "manual")
+        logger.info(
+            "job %s (schedule %s)", verb, job.schedule or "manual",
+            extra={"event": f"job_{verb}", "job": job.name},
+        )  # fmt: skip
 
     def _drop(self, name: str, why: str) -> None:
         self._jobs.pop(name, None)
         self._scheduler.remove(name)
         self._metrics.set_lag(name, None)
-        logger.info("job %s removed: %s", name, why)
+        logger.info("job removed: %s", why, extra={"event": "job_removed", "job": name})
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -281,7 +296,10 @@ class Daemon:
             host=self._options.http_host,
             port=self._options.http_port,
         )
-        logger.info("health and metrics on port %d (/healthz, /readyz, /metrics)", server.port)
+        logger.info(
+            "health and metrics on port %d (/healthz, /readyz, /metrics)", server.port,
+            extra={"event": "http_started", "port": server.port},
+        )  # fmt: skip
         return server
 
     def _write_daemon_file(self) -> None:
@@ -304,7 +322,10 @@ class Daemon:
             temporary.write_text(json.dumps(info))
             temporary.replace(path)
         except OSError as exc:
-            logger.warning("cannot write %s: %s", path, exc.strerror)
+            logger.warning(
+                "cannot write %s: %s", path, exc.strerror,
+                extra={"event": "daemon_file_unwritable", "path": str(path)},
+            )  # fmt: skip
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

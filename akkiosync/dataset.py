@@ -148,9 +148,10 @@ def pinned_dataset(
         wanted = job.target.dataset_id or job.target.dataset
         if wanted not in (state.dataset_id, state.dataset_name):
             logger.warning(
-                "job %s: the target changed to %s but the job stays pinned to dataset %s (%s); "
-                "run `akkiosync reset %s` to switch",
-                job.name, wanted, state.dataset_name, state.dataset_id, job.name,
+                "the target changed to %s but the job stays pinned to dataset %s (%s); run "
+                "`akkiosync reset %s` to switch",
+                wanted, state.dataset_name, state.dataset_id, job.name,
+                extra={"event": "target_changed", "dataset_id": state.dataset_id},
             )  # fmt: skip
         try:
             info = client.get_dataset(state.dataset_id)
@@ -170,11 +171,11 @@ def pinned_dataset(
         check_existing_rows(job, existing)
         schema = adoption.schema
         logger.info(
-            "job %s: writes into %s: %s",
-            job.name, describe(existing), "; ".join(mapping_lines(schema)),
+            "writes into %s: %s", describe(existing), "; ".join(mapping_lines(schema)),
+            extra={"event": "dataset_adopted", "dataset_id": existing.id},
         )  # fmt: skip
         for warning in adoption.warnings:  # said once: later runs follow the pinned schema
-            logger.warning("job %s: %s", job.name, warning)
+            logger.warning("%s", warning, extra={"event": "adoption_warning"})
         dataset_id, name, rows_at_pin = existing.id, existing.name, existing.rows
     else:
         assert job.target.dataset is not None  # noqa: S101 - config requires one of the two
@@ -202,8 +203,8 @@ def _create(
         new = [i for i in existing if i not in pending.known_ids]
         if len(new) == 1:
             logger.warning(
-                "job %s: adopting dataset %s (%s), created by a run whose answer was lost",
-                job, name, new[0],
+                "adopting dataset %s (%s), created by a run whose answer was lost", name, new[0],
+                extra={"event": "dataset_creation_recovered", "job": job, "dataset_id": new[0]},
             )  # fmt: skip
             return new[0], name
         if len(new) > 1:
@@ -226,5 +227,8 @@ def _create(
         )
     store.record_creation(job, name, existing, clock())
     ref = client.create_dataset(name)
-    logger.info("job %s: created dataset %s (%s)", job, ref.name, ref.id)
+    logger.info(
+        "created dataset %s (%s)", ref.name, ref.id,
+        extra={"event": "dataset_created", "job": job, "dataset_id": ref.id},
+    )  # fmt: skip
     return ref.id, ref.name

@@ -122,8 +122,12 @@ class Delivery:
             outcome, count = self._reconcile(intent, intent.created_at)
             self.recovered = outcome
             logger.warning(
-                "job %s: a batch of %d rows was in flight when the last run stopped: %s",
-                self._job, intent.rows, outcome.value,
+                "a batch of %d rows was in flight when the last run stopped: %s",
+                intent.rows, outcome.value,
+                extra={
+                    "event": "recovered", "rows": intent.rows, "outcome": outcome.value,
+                    "dataset_id": self._dataset_id,
+                },
             )  # fmt: skip
             if outcome is Outcome.LANDED:
                 self._commit(intent)
@@ -184,8 +188,12 @@ class Delivery:
                     self._store.clear_intent(self._job)  # provably nothing was stored
                     raise
                 logger.warning(
-                    "job %s: a batch of %d rows may or may not have landed (%s); reconciling",
-                    self._job, intent.rows, exc,
+                    "a batch of %d rows may or may not have landed (%s); reconciling",
+                    intent.rows, exc,
+                    extra={
+                        "event": "reconciling", "rows": intent.rows, "error": str(exc),
+                        "dataset_id": self._dataset_id,
+                    },
                 )  # fmt: skip
                 if not exc.retriable:
                     # Refused, yet perhaps stored (a proxy's error after forwarding): one read
@@ -249,7 +257,13 @@ class Delivery:
             "landed later than the landing grace, so exactly-once cannot be verified"
         )
         if self._policy.on_mismatch == "resend":
-            logger.warning("%s; on_mismatch is resend: going on", message)
+            logger.warning(
+                "%s; on_mismatch is resend: going on", message.removeprefix(f"job {self._job}: "),
+                extra={
+                    "event": "count_mismatch", "rows_total": count, "rows_expected": expected,
+                    "dataset_id": self._dataset_id,
+                },
+            )  # fmt: skip
             return
         raise DeliveryMismatchError(
             f"{message}. The job stops here: check the dataset, then `akkiosync accept "
@@ -275,9 +289,14 @@ class Delivery:
                 return Outcome.NOT_LANDED, count
             if not waited:
                 logger.info(
-                    "job %s: dataset %s still has %d rows: watching it for up to %.1fs more "
+                    "dataset %s still has %d rows: watching it for up to %.1fs more "
                     "(the landing grace) before taking the batch as not landed",
-                    self._job, self._dataset_id, count, self._policy.grace - elapsed,
+                    self._dataset_id, count, self._policy.grace - elapsed,
+                    extra={
+                        "event": "count_settling", "rows_total": count,
+                        "seconds": round(self._policy.grace - elapsed, 3),
+                        "dataset_id": self._dataset_id,
+                    },
                 )  # fmt: skip
             pause = min(pause, self._policy.grace - elapsed)
             self._pause(pause, f"the batch of {intent.rows} rows is settled by the next run")
@@ -296,5 +315,12 @@ class Delivery:
                 f"{message}. The job stops here: check the dataset, then either set "
                 f"`on_mismatch: resend` (accepts duplicates) or `akkiosync reset {self._job}`"
             )
-        logger.error("%s; on_mismatch is resend: sending it again (duplicates possible)", message)
+        logger.error(
+            "%s; on_mismatch is resend: sending it again (duplicates possible)",
+            message.removeprefix(f"job {self._job}: "),
+            extra={
+                "event": "reconcile_mismatch", "rows": intent.rows, "rows_total": count,
+                "dataset_id": self._dataset_id,
+            },
+        )  # fmt: skip
         return Outcome.MISMATCH, count

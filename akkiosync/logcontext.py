@@ -1,15 +1,14 @@
-"""Which job and run a log line belongs to, and the two line formats (JSON, text).
+"""Which job and run a log line belongs to, and which warnings a job was already given.
 
 The runner marks the job and run it is working on; a logging filter copies them onto every
 record made in that thread, whichever module logs it. Only the CLI installs the filter and
-the formatters (configuring logging is the CLI's business).
+the formatters (``logformat``; configuring logging is the CLI's business).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,40 +34,33 @@ def current_job() -> str | None:
 
 
 class ContextFilter(logging.Filter):
-    """Puts ``job`` and ``run_id`` on every record (None outside a job)."""
+    """Puts ``job`` and ``run_id`` on every record: the thread's, else those the caller passed
+    (``extra={"job": ...}``), else None."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.job = _job.get()
-        record.run_id = _run.get()
+        job, run = _job.get(), _run.get()
+        record.job = job if job is not None else getattr(record, "job", None)
+        record.run_id = run if run is not None else getattr(record, "run_id", None)
         return True
 
 
-class TextFormatter(logging.Formatter):
-    """``time level [job#run] logger: message`` for people at a terminal."""
+class Warned:
+    """The last text of each kind of warning given per job, so that a daemon repeats a warning
+    only when it changes, not on every run. Kept for the life of the process."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(where)s%(name)s: %(message)s")
+        self._last: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()  # jobs run in the daemon's worker threads
 
-    def format(self, record: logging.LogRecord) -> str:
-        job, run = getattr(record, "job", None), getattr(record, "run_id", None)
-        record.where = f"[{job}#{run}] " if job and run else f"[{job}] " if job else ""
-        return super().format(record)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "job": getattr(record, "job", None),
-            "run_id": getattr(record, "run_id", None),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+    def changed(self, job: str, kind: str, said: object) -> bool:
+        """Whether ``said`` differs from what was last said of ``kind`` for ``job`` (and is to
+        be logged). An empty ``said`` (the condition is gone) is forgotten, so its return is
+        warned of again."""
+        with self._lock:
+            if not said:
+                self._last.pop((job, kind), None)
+                return False
+            if self._last.get((job, kind)) == said:
+                return False
+            self._last[(job, kind)] = said
+            return True

@@ -50,6 +50,7 @@ def reset(
     again."""
     if keep_dataset and delete_dataset:
         raise click.UsageError("--keep-dataset and --delete-dataset exclude each other")
+    _known(app, name, "reset")
     with app.job_lock(name, wait, undone="reset", on_wait=_waiting_for(name)), app.store() as store:
         state = store.job_state(name)
         refresh = store.refresh(name)  # mode: replace: a new dataset, or an old one to delete
@@ -103,6 +104,7 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
     For when a run stopped because the dataset's count differs from what the job delivered
     (another writer, rows removed, a request that landed after the landing grace) and the
     dataset is right as it is. The job then goes on from its cursor."""
+    _known(app, name, "accepted")
     with (
         app.job_lock(name, wait, undone="accepted", on_wait=_waiting_for(name)),
         app.store() as store,
@@ -130,6 +132,18 @@ def accept(app: App, name: str, *, yes: bool, wait: float) -> None:
             click.confirm(f"Take {count} rows as right for {name}?", abort=True)
         store.accept_count(name, count, utc_now())
     click.echo(f"{name}: accepted; the next run expects {count} rows and goes on from its cursor")
+
+
+def _known(app: App, name: str, done: str) -> None:
+    """``JobNotFoundError`` for a job no file defines and the store does not know; a note for
+    one whose file was removed (what the store holds of it can still be changed)."""
+    with app.store() as store:
+        defined = app.known_job(name, store)
+    if not defined:
+        click.echo(
+            f"{name}: no job file defines it any more; its state in the store can still be {done}",
+            err=True,
+        )
 
 
 def _settle_in_flight(app: App, store: Store, name: str) -> None:

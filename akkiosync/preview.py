@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from akkiosync.adopt import adopted_schema, existing_dataset
 from akkiosync.akkio import AkkioClient, DatasetInfo
 from akkiosync.config import Job
 from akkiosync.cursor import Cursor, decode_cursor
-from akkiosync.dataset import planned_schema, schema_drift
-from akkiosync.mapping import RecordMapper, Schema, new_columns
-from akkiosync.source import Bounds, coerce, make_source
+from akkiosync.dataset import planned_schema
+from akkiosync.mapping import Schema, new_columns
+from akkiosync.readplan import ReadPlan
+from akkiosync.results import Clock, utc_now
+from akkiosync.source import make_source
 from akkiosync.state import JobState, Store
 
 
@@ -33,16 +34,22 @@ class Preview:
 
 
 def preview(
-    job: Job, store: Store, limit: int = 5, *, client: AkkioClient | None = None
+    job: Job,
+    store: Store,
+    limit: int = 5,
+    *,
+    client: AkkioClient | None = None,
+    clock: Clock = utc_now,
 ) -> Preview:
-    """The schema and the next ``limit`` records the job would send; sends nothing. A job not
-    pinned yet that writes into an existing dataset reads that dataset's fields with
-    ``client`` (the only request made)."""
-    state = store.job_state(job.name)
-    if job.mode == "replace":  # every run: the whole source into a new, freshly planned dataset
-        state = JobState(job.name)
+    """The schema and the first ``limit`` records the job's next run would send (read through
+    the run's own plan: the same bounds, ledger, mapper); sends nothing and writes nothing. A
+    job not pinned yet that writes into an existing dataset reads that dataset's fields with
+    ``client`` (the only request made); ``clock``: the run's time, for ``columns.synced_at``."""
+    whole = job.mode == "replace"  # every run: the whole source into a new, planned dataset
+    state = JobState(job.name) if whole else store.job_state(job.name)
     cursor = decode_cursor(state.cursor_json) if state.cursor_json else None
     existing = None
+    records: list[dict[str, Any]] = []
     with make_source(job.source) as source:
         columns = source.columns()
         schema = (
@@ -54,32 +61,20 @@ def preview(
             existing = existing_dataset(job, client)
             if existing is not None:
                 schema = adopted_schema(job, columns, existing).schema
-        drift = schema_drift(job.columns, schema, job=job.name)  # empty unless pinned
-        mapper = RecordMapper(
-            schema,
-            columns,
-            key=job.source.key or (job.source.watermark,),
-            withheld=drift.withheld,
-            job=job.name,
-            on_bad_value=job.on_bad_value,
-            synced_at=datetime.now(UTC),  # columns.synced_at: as if the run started now
-        )
-        initial = job.source.initial_watermark
-        # As the run reads: from initial_watermark, rows older than settle (a lookback job's
-        # re-read window aside: only rows past its cursor are shown).
-        bounds = Bounds(
-            after=cursor,
-            since=None if initial is None else coerce(initial, source.watermark()),
-            settle=job.source.settle,
-        )
-        with closing(source.batches(bounds, max(limit, 1))) as batches:
-            batch = next(batches, None)
+        plan = ReadPlan(job, source, schema, whole=whole)
+        mapper = plan.mapper(clock())
+        # The run's own batches: a lookback job's window is skipped through as fast.
+        with closing(plan.steps(store, cursor, job.batch_size)) as steps:
+            for step in steps:
+                records += mapper.records(step.rows[: limit - len(records)])
+                if len(records) >= limit:
+                    break
     spec = job.columns
     return Preview(
         schema=schema,
         pinned=state.schema_json is not None,
         cursor=cursor,
-        records=mapper.records(batch.rows[:limit]) if batch else [],
+        records=records,
         new_columns=new_columns(schema, columns, include=spec.include, exclude=spec.exclude),
         mapped_onto=existing,
         needs_key=not state.schema_json and job.target.existing and client is None,

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import traceback
+
+from akkiosync.logformat import fields_of
 
 MASK = "***"
 
@@ -58,19 +61,23 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the fully formatted message of every record."""
+    """A logging filter that redacts all of a record: its formatted message, every field
+    passed with ``extra=``, and its traceback, which it formats into ``exc_text`` (where the
+    formatters take it from)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if record.exc_info and record.exc_info[1] is not None:
-            # Tracebacks are formatted later from the exception itself: pre-format them here.
-            import traceback  # noqa: PLC0415 - only needed on the rare error path
-
-            formatted = "".join(traceback.format_exception(*record.exc_info))
-            cleaned = f"{cleaned}\n{redact(formatted.rstrip())}"
-            record.exc_info = None
-            record.exc_text = None
-        record.msg = cleaned
+        record.msg = redact(record.getMessage())
         record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are formatted later from the exception itself: format them here.
+            formatted = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_text = redact(formatted.rstrip())
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for name, value in fields_of(record).items():
+            if value is not None and not isinstance(value, bool | int | float):
+                setattr(record, name, redact(str(value)))
         return True

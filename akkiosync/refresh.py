@@ -31,8 +31,9 @@ from akkiosync.errors import (
 )
 from akkiosync.identity import CursorColumns
 from akkiosync.inferred import check_inferred_types
-from akkiosync.mapping import RecordMapper, Schema, SourceColumn
-from akkiosync.source import Bounds, Source, coerce
+from akkiosync.mapping import Schema, SourceColumn
+from akkiosync.readplan import ReadPlan
+from akkiosync.source import Source
 from akkiosync.state import Refresh, Store
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,10 @@ class Refresher:
         previous = state.dataset_id
         if previous is not None and state.adopted:  # never delete what the job did not make
             logger.warning(
-                "job %s: dataset %s (%s) existed before the job adopted it: the refresh leaves "
-                "it in place, and writes a new dataset of the same name",
-                job.name, state.dataset_name, previous,
+                "dataset %s (%s) existed before the job adopted it: the refresh leaves it in "
+                "place, and writes a new dataset of the same name",
+                state.dataset_name, previous,
+                extra={"event": "adopted_dataset_kept", "dataset_id": previous},
             )  # fmt: skip
             previous = None
         self._store.begin_refresh(job.name, name, previous, existing, self._clock())
@@ -122,14 +124,15 @@ class Refresher:
         try:
             self._store.refresh_created(job.name, dataset_id)
             logger.info(
-                "job %s: run %d: refreshing into new dataset %s", job.name, run_id, dataset_id
-            )
-            whole = self._fill(job, run_id, source, columns, schema, dataset_id, progress, read_at)
+                "refreshing into new dataset %s", dataset_id,
+                extra={"event": "refresh_started", "dataset_id": dataset_id},
+            )  # fmt: skip
+            whole = self._fill(job, run_id, source, schema, dataset_id, progress, read_at)
         except Exception:
             self._abandon(job.name, "the run failed")
             raise
         if not whole:
-            logger.info("job %s: run %d stops early: shutting down", job.name, run_id)
+            logger.info("stops early: shutting down", extra={"event": "run_stopping"})
             self._abandon(job.name, "the run stopped early")
             return
         self._switch(job, run_id, columns, schema, progress)
@@ -156,7 +159,6 @@ class Refresher:
         job: Job,
         run_id: int,
         source: Source,
-        columns: Sequence[SourceColumn],
         schema: Schema,
         dataset_id: str,
         progress: Progress,
@@ -165,22 +167,12 @@ class Refresher:
         """Send every row to the new dataset and verify its count; False if stopped first."""
         delivery = self._delivery(dataset_id)
         delivery.recover()  # a new dataset: empty, and no batch of it pending
-        mapper = RecordMapper(
-            schema,
-            columns,
-            key=job.source.key or (job.source.watermark,),
-            job=job.name,
-            synced_at=read_at,
-            on_bad_value=job.on_bad_value,
-        )
+        plan = ReadPlan(job, source, schema, whole=True)
+        mapper = plan.mapper(read_at)
         progress.nulled = mapper.nulled  # counted as batches are mapped
-        initial = job.source.initial_watermark
-        since = None if initial is None else coerce(initial, source.watermark())
-        # The whole source, in (watermark, key) order: batches are the same on every try.
-        bounds = Bounds(since=since, settle=job.source.settle)
         cursor_json: str | None = None
-        for batch in source.batches(bounds, job.batch_size):
-            progress.rows_read += len(batch.rows)
+        for batch in plan.steps(self._store, None, job.batch_size):
+            progress.rows_read += batch.read
             records = mapper.records(batch.rows)
             after = encode_cursor(batch.cursor)
             delivery.send(records, cursor_json, after)
@@ -188,8 +180,13 @@ class Refresher:
             progress.rows_sent += len(records)
             progress.batches += 1
             logger.info(
-                "job %s: run %d refresh batch %d: %d rows sent (cursor %s)",
-                job.name, run_id, progress.batches, len(records), batch.cursor.describe(),
+                "refresh batch %d: %d rows sent (cursor %s)",
+                progress.batches, len(records), batch.cursor.describe(),
+                extra={
+                    "event": "batch_sent", "batch": progress.batches, "rows": len(records),
+                    "rows_total": progress.rows_sent, "cursor": batch.cursor.describe(),
+                    "dataset_id": dataset_id,
+                },
             )  # fmt: skip
             if self._stop.is_set():
                 return False
@@ -213,9 +210,13 @@ class Refresher:
         # Now the job's dataset (the switch forgot the previous one's warnings): its types.
         check_inferred_types(job.name, refresh.dataset_id, self._store, self._client, self._clock)
         logger.info(
-            "job %s: run %d: dataset %s (%s) with %d rows replaces %s",
-            job.name, run_id, refresh.dataset_name, refresh.dataset_id, refresh.rows_sent,
+            "dataset %s (%s) with %d rows replaces %s",
+            refresh.dataset_name, refresh.dataset_id, refresh.rows_sent,
             refresh.previous_id or "no dataset (the job's first)",
+            extra={
+                "event": "refresh_switched", "dataset_id": refresh.dataset_id,
+                "rows_total": refresh.rows_sent, "previous_dataset_id": refresh.previous_id,
+            },
         )  # fmt: skip
         if refresh.previous_id is not None:
             self._delete(job.name, refresh.previous_id, "the dataset it replaced")
@@ -235,9 +236,9 @@ class Refresher:
                 self._store.end_refresh(job)
         except AkkioSyncError as exc:
             logger.warning(
-                "job %s: the refresh's partial dataset could not be deleted now (%s); the next "
-                "run deletes it",
-                job, exc,
+                "the refresh's partial dataset could not be deleted now (%s); the next run "
+                "deletes it",
+                exc, extra={"event": "refresh_cleanup_failed", "job": job, "error": str(exc)},
             )  # fmt: skip
 
     def _partial(self, job: str, refresh: Refresh, *, wait: bool) -> tuple[str | None, bool]:
@@ -277,6 +278,12 @@ class Refresher:
         try:
             self._client.delete_dataset(dataset_id)
         except DatasetNotFoundError:
-            logger.info("job %s: %s, %s, was deleted already", job, what, dataset_id)
+            logger.info(
+                "%s, %s, was deleted already", what, dataset_id,
+                extra={"event": "dataset_deleted", "job": job, "dataset_id": dataset_id},
+            )  # fmt: skip
         else:
-            logger.info("job %s: deleted %s, %s", job, what, dataset_id)
+            logger.info(
+                "deleted %s, %s", what, dataset_id,
+                extra={"event": "dataset_deleted", "job": job, "dataset_id": dataset_id},
+            )  # fmt: skip

@@ -13,25 +13,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
 from akkiosync.cursor import decode_cursor, encode_cursor, lag
-from akkiosync.dataset import pinned_dataset, schema_drift
+from akkiosync.dataset import pinned_dataset
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
 from akkiosync.identity import CursorColumns, check_cursor_columns
 from akkiosync.inferred import check_inferred_types
 from akkiosync.lock import JobLock
-from akkiosync.logcontext import job_context
-from akkiosync.lookback import Ledger, later
+from akkiosync.logcontext import Warned, job_context
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
+from akkiosync.readplan import ReadPlan
 from akkiosync.redact import redact
 from akkiosync.refresh import Refresher
 from akkiosync.results import Clock, RunResult, utc_now
-from akkiosync.source import Bounds, Source, coerce, make_source
+from akkiosync.source import Source, make_source
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Runner:
         self._stop = stop or threading.Event()
         self._on_retry = on_retry or (lambda: None)
         self._measure_lag = measure_lag
+        self._warned = Warned()  # a daemon's runs repeat a warning only when it changes
 
     def run(self, job: Job, *, new_dataset: bool = False) -> RunResult:
         """Run ``job`` once to the end of its source; failures are recorded, not raised.
@@ -93,7 +95,9 @@ class Runner:
             lock = JobLock(self._locks, job.name)
             if not lock.acquire(self._lock_wait, sleep=self._sleep):
                 message = f"already running in another process (pid {lock.holder()})"
-                logger.warning("job %s: skipped: %s", job.name, message)
+                logger.warning(
+                    "skipped: %s", message, extra={"event": "run_skipped", "error": message}
+                )
                 return RunResult(job.name, None, "skipped", error=message)
             with lock:
                 # Holding the lock, any run still marked running was cut short (kill -9).
@@ -111,21 +115,25 @@ class Runner:
     def _run_recorded(self, job: Job, run_id: int, cursor_before: str | None) -> RunResult:
         started = time.monotonic()
         progress = _Progress(cursor_json=cursor_before)
-        logger.info("job %s: run %d started (cursor %s)", job.name, run_id, _show(cursor_before))
+        logger.debug(  # DEBUG: an idle run is one line, its end
+            "run started (cursor %s)", _show(cursor_before),
+            extra={"event": "run_started", "cursor": _show(cursor_before)},
+        )  # fmt: skip
         error: str | None = None
         try:
             self._sync(job, run_id, progress)
         except AkkioSyncError as exc:
             error = redact(str(exc))
         except Exception as exc:
-            logger.exception("job %s: run %d crashed", job.name, run_id)
+            logger.exception("run crashed", extra={"event": "run_crashed"})
             error = redact(f"internal error: {exc!r}")
         if progress.nulled:  # once per run, whether it ended well or not
+            nulled = sum(progress.nulled.values())
             logger.warning(
-                "job %s: run %d sent %d value(s) as null that their fields cannot hold "
-                "(on_bad_value: null): %s",
-                job.name, run_id, sum(progress.nulled.values()),
+                "sent %d value(s) as null that their fields cannot hold (on_bad_value: null): %s",
+                nulled,
                 ", ".join(f"{column} ({n})" for column, n in sorted(progress.nulled.items())),
+                extra={"event": "values_nulled", "values": nulled},
             )  # fmt: skip
         self._store.finish_run(
             run_id,
@@ -139,13 +147,25 @@ class Runner:
             rows_skipped=progress.rows_skipped,
         )
         seconds = time.monotonic() - started
+        end = {
+            "rows": progress.rows_sent,
+            "batches": progress.batches,
+            "seconds": round(seconds, 3),
+            "cursor": _show(progress.cursor_json),
+            "dataset_id": progress.dataset_id,
+        }
+        lag = _lag_fields(progress.lag, progress.cursor_json)
+        end.update(lag)
         if error:
-            logger.error("job %s: run %d failed: %s", job.name, run_id, error)
+            logger.error(
+                "run failed: %s", error, extra={"event": "run_failed", "error": error, **end}
+            )
         else:
             logger.info(
-                "job %s: run %d done: %d rows in %d batches, %.2fs (cursor %s)",
-                job.name, run_id, progress.rows_sent, progress.batches, seconds,
-                _show(progress.cursor_json),
+                "run done: %d rows in %d batches, %.2fs (cursor %s%s)",
+                progress.rows_sent, progress.batches, seconds, end["cursor"],
+                "".join(f"; lag {v:g}{'s' if k == 'lag_seconds' else ''}" for k, v in lag.items()),
+                extra={"event": "run_done", **end},
             )  # fmt: skip
         return RunResult(
             job=job.name,
@@ -180,44 +200,36 @@ class Runner:
             )
             progress.dataset_id = dataset_id
             spec = job.columns
-            drift = schema_drift(spec, schema, job=job.name)  # columns: edited after pinning
-            for warning in drift.warnings:
-                logger.warning("job %s: %s", job.name, warning)
+            plan = ReadPlan(job, source, schema)
+            drift = plan.drift  # columns: edited after pinning
+            if self._warned.changed(job.name, "column_drift", drift.warnings):
+                for warning in drift.warnings:
+                    logger.warning("%s", warning, extra={"event": "column_drift"})
             added = new_columns(schema, columns, include=spec.include, exclude=spec.exclude)
             added = [c for c in added if c not in (spec.include or ())]  # drift warned of those
-            if added:
+            if self._warned.changed(job.name, "columns_not_sent", added):
                 logger.warning(
-                    "job %s: source column(s) %s are not in the dataset's schema and are not sent",
-                    job.name, ", ".join(added),
+                    "source column(s) %s are not in the dataset's schema and are not sent",
+                    ", ".join(added), extra={"event": "columns_not_sent", "columns": added},
                 )  # fmt: skip
             delivery = self._delivery(job, dataset_id)
             delivery.recover(rows)  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
             progress.rows_skipped = self._null_cursor_rows(job, source)
-            mapper = RecordMapper(
-                schema,
-                columns,
-                key=job.source.key or (job.source.watermark,),
-                withheld=drift.withheld,
-                job=job.name,
-                synced_at=read_at,
-                on_bad_value=job.on_bad_value,
-            )
+            mapper = plan.mapper(read_at)
             progress.nulled = mapper.nulled  # counted as batches are mapped
-            initial = job.source.initial_watermark
-            since = None if initial is None else coerce(initial, source.watermark())
             for attempt in range(1, SOURCE_ATTEMPTS + 1):
                 try:
-                    self._stream(job, run_id, source, mapper, delivery, progress, since)
+                    self._stream(job, run_id, plan, mapper, delivery, progress)
                 except SourceUnavailableError as exc:
                     if attempt == SOURCE_ATTEMPTS:
                         raise
                     wait = self._retry.delay(attempt)
                     self._on_retry()
                     logger.warning(
-                        "job %s: run %d: source connection lost (%s); reopening in %.1fs from "
-                        "the last checkpoint",
-                        job.name, run_id, exc, wait,
+                        "source connection lost (%s); reopening in %.1fs from the last checkpoint",
+                        exc, wait,
+                        extra={"event": "source_reconnect", "error": str(exc), "seconds": wait},
                     )  # fmt: skip
                     self._sleep(wait)
                 else:
@@ -275,59 +287,46 @@ class Runner:
         self,
         job: Job,
         run_id: int,
-        source: Source,
+        plan: ReadPlan,
         mapper: RecordMapper,
         delivery: Delivery,
         progress: _Progress,
-        since: object,
     ) -> None:
-        spec = job.source
         cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        ledger = None
-        if spec.lookback is not None:
-            seen = self._store.ledger_entries(job.name, Ledger.since(cursor, spec.lookback))
-            ledger = Ledger(spec.lookback, seen)
-        bounds = Bounds(
-            after=cursor if ledger is None else None,
-            window=(cursor.watermark if cursor else None, ledger.back) if ledger else None,
-            since=since,
-            settle=spec.settle,
-        )
-        width = len(source.columns())  # each row's cursor columns start here
-        for batch in source.batches(bounds, job.batch_size):
-            progress.rows_read += len(batch.rows)
-            rows: Sequence[Sequence[object]] = batch.rows
-            entries: list[tuple[str, float]] = []
-            after, prune = batch.cursor, None
-            if ledger is not None:
-                rows, entries = ledger.fresh(batch.rows, width)
-                after = later(cursor, batch.cursor)
-                prune = ledger.prune_below(after)
-                if not rows:
-                    continue  # all sent before: nothing to deliver, nothing to move
+        for step in plan.steps(self._store, cursor, job.batch_size):
+            progress.rows_read += step.read
+            if not step.rows:
+                continue  # all sent before: nothing to deliver, nothing to move
+            after = step.cursor
             cursor_json = encode_cursor(after)
-            records = mapper.records(rows)
+            records = mapper.records(step.rows)
             delivery.send(
-                records, progress.cursor_json, cursor_json, ledger=entries, prune_below=prune
+                records,
+                progress.cursor_json,
+                cursor_json,
+                ledger=step.entries,
+                prune_below=step.prune_below,
             )
-            cursor = after
             progress.cursor_json = cursor_json
             progress.rows_sent += len(records)
             progress.batches += 1
             logger.info(
-                "job %s: run %d batch %d: %d rows sent (cursor %s)",
-                job.name, run_id, progress.batches, len(records), after.describe(),
+                "batch %d: %d rows sent (cursor %s)",
+                progress.batches, len(records), after.describe(),
+                extra={
+                    "event": "batch_sent", "batch": progress.batches, "rows": len(records),
+                    "rows_total": progress.rows_sent, "cursor": after.describe(),
+                },
             )  # fmt: skip
             if progress.batches == 1:  # a new dataset's fields are typed by its first rows
                 check_inferred_types(
                     job.name, progress.dataset_id, self._store, self._client, self._clock
                 )
             if self._stop.is_set():
-                logger.info("job %s: run %d stops early: shutting down", job.name, run_id)
+                logger.info("stops early: shutting down", extra={"event": "run_stopping"})
                 return
 
-    @staticmethod
-    def _null_cursor_rows(job: Job, source: Source) -> int:
+    def _null_cursor_rows(self, job: Job, source: Source) -> int:
         """Rows with a NULL watermark or key are never read: count them, and fail if the job
         says so."""
         nulls = source.null_cursor_rows()
@@ -337,13 +336,23 @@ class Runner:
                 f"{nulls} row(s) have a NULL {columns} and are never read; fill it in, or set "
                 "source.null_watermark: skip"
             )
-        if nulls:
+        if self._warned.changed(job.name, "null_cursor_rows", nulls and (nulls, columns)):
             logger.warning(
-                "job %s: %d row(s) with a NULL %s are skipped (source.null_watermark: skip)",
-                job.name, nulls, columns,
+                "%d row(s) with a NULL %s are skipped (source.null_watermark: skip)",
+                nulls, columns, extra={"event": "null_cursor_rows", "rows": nulls},
             )  # fmt: skip
         return nulls
 
 
 def _show(cursor_json: str | None) -> str:
     return decode_cursor(cursor_json).describe() if cursor_json else "start"
+
+
+def _lag_fields(measured: float | None, cursor_json: str | None) -> dict[str, float]:
+    """The lag as a log field: ``lag_seconds`` for a time watermark, ``lag`` (in the
+    watermark's own units) for a number; none when it was not measured."""
+    if measured is None or not cursor_json:
+        return {}
+    watermark = decode_cursor(cursor_json).watermark
+    number = isinstance(watermark, int | float | Decimal) and not isinstance(watermark, bool)
+    return {"lag": measured} if number else {"lag_seconds": measured}

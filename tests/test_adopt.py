@@ -567,8 +567,8 @@ class TestDaemonOneWriter:
         text = log.read_text()
         assert f"invalid job file: {jobs / 'b.yaml'}: target: dataset 'Orders'" in text
         assert str(jobs / "a.yaml") in text
-        assert "job a loaded" in text
-        assert "job b loaded" not in text
+        assert "[a] akkiosync.daemon: job loaded" in text
+        assert "[b] akkiosync.daemon: job loaded" not in text
         assert len(emulator.dataset_ids()) == 1
 
     def test_refused_file_loads_once_the_conflict_is_gone(
@@ -601,9 +601,9 @@ class TestDaemonOneWriter:
                 (jobs / "a.yaml").write_text(
                     JOB_FILE.format(url=source).replace("dataset: Orders", "dataset: Other")
                 )
-                until("b loaded", lambda: "job b loaded" in log.read_text())
+                until("b loaded", lambda: "[b] akkiosync.daemon: job loaded" in log.read_text())
                 # It runs (and, as a's dataset keeps that name, stops before creating another).
-                until("b's first run", lambda: "job b: run" in log.read_text())
+                until("b's first run", lambda: "[b#" in log.read_text())
             finally:
                 process.terminate()
                 process.wait(timeout=60)

@@ -642,9 +642,11 @@ class TestLogs:
         assert " orders failed 0 rows " in line
         assert " error: " in line
 
-    def test_other_job_has_none(self, run: Invoke) -> None:
-        """Asking for a job without runs says there are none."""
+    def test_other_job_has_none(self, run: Invoke, config_dir: Path) -> None:
+        """Asking for a configured job without runs says there are none."""
         run("sync")
+        other = ORDERS_JOB.replace("dataset: Orders", "dataset: Customers")
+        (config_dir / "jobs" / "customers.yaml").write_text(other)
         assert run("logs", "customers").stdout == "no runs yet\n"
 
     def test_limit(self, run: Invoke) -> None:
@@ -704,12 +706,11 @@ class TestReset:
         assert f"orders: deleted dataset {dataset_id}" in result.stdout
         assert emulator.dataset_ids() == []
 
-    @pytest.mark.parametrize("job", ["orders", "nope"])
-    def test_nothing_to_reset(self, run: Invoke, emulator: Emulator, job: str) -> None:
-        """A job that never synced (configured or not) has nothing to reset."""
-        result = run("reset", job, "--yes")
+    def test_nothing_to_reset(self, run: Invoke, emulator: Emulator) -> None:
+        """A configured job that never synced has nothing to reset."""
+        result = run("reset", "orders", "--yes")
         assert result.exit_code == 0, result.output
-        assert result.stdout == f"{job}: nothing to reset\n"
+        assert result.stdout == "orders: nothing to reset\n"
         assert emulator.request_count() == 0
 
 
@@ -1198,7 +1199,16 @@ class TestOneWriterCli:
         assert_config_error(
             run("validate"), f"error: {second}: target: dataset 'Orders'", f"target of {first}"
         )
-        assert_config_error(run("sync", "orders"), f"target of {first}")
+        assert_config_error(run("sync", "orders_eu"), f"target of {first}")
+
+    def test_the_later_file_is_refused(self, run: Invoke, config_dir: Path) -> None:
+        """As in the daemon, the file later by name is the invalid one: the first job runs,
+        with a warning about the second."""
+        second = config_dir / "jobs" / "orders_eu.yaml"
+        second.write_text(ORDERS_JOB)
+        result = run("sync", "orders")
+        assert result.exit_code == 0, result.output
+        assert f"warning: {second}: target: dataset 'Orders'" in result.stderr
 
 
 class TestTypeWarningsInStatus:
@@ -1217,3 +1227,296 @@ class TestTypeWarningsInStatus:
         )
         (row,) = json_lines(run("status", "--json", "--no-lag").stdout)
         assert row["type_warnings"] == [line.removeprefix("orders: type warning: ")]
+
+
+# -- one broken file never blocks the rest -----------------------------------------------------
+
+HALF_WRITTEN = "source:\n  url: sqlite:///x.db\n  table: [orders\n"
+
+
+def warning_lines(result: Result) -> list[str]:
+    """The ``warning:`` lines of stderr."""
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+class TestBrokenFileElsewhere:
+    """An invalid job file is reported and skipped: the valid jobs still sync, preview, show."""
+
+    @pytest.fixture
+    def broken(self, config_dir: Path) -> Path:
+        """``jobs/broken.yaml``, half-written: its YAML does not parse."""
+        path = config_dir / "jobs" / "broken.yaml"
+        path.write_text(HALF_WRITTEN)
+        return path
+
+    def test_sync_named_job(self, run: Invoke, broken: Path, emulator: Emulator) -> None:
+        """``sync orders`` sends every row, exits 0, and warns about the broken file."""
+        result = run("sync", "orders")
+        assert result.exit_code == 0, result.output
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+        (line,) = warning_lines(result)
+        assert line.startswith(f"warning: {broken}: line 4, column ")
+        assert "invalid YAML" in line
+
+    def test_sync_all_runs_the_valid_then_exits_2(
+        self, run: Invoke, broken: Path, emulator: Emulator
+    ) -> None:
+        """``sync`` with no name runs the valid jobs, then exits 2 for the broken file."""
+        result = run("sync")
+        assert result.exit_code == 2, result.output
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+        assert any(str(broken) in line for line in warning_lines(result))
+        assert "Traceback" not in result.output
+
+    def test_sync_all_failed_job_exits_1(self, run: Invoke, broken: Path, db_url: str) -> None:
+        """A failed job outranks the broken file: exit 1."""
+        execute(db_url, "DROP TABLE orders")
+        assert run("sync").exit_code == 1
+
+    def test_sync_the_broken_job(self, run: Invoke, broken: Path) -> None:
+        """Naming the broken file's job is an error naming the file (exit 2)."""
+        assert_config_error(run("sync", "broken"), f"error: {broken}: line 4", "invalid YAML")
+
+    def test_named_inside_the_broken_file(self, run: Invoke, config_dir: Path) -> None:
+        """A job named by the ``name:`` of a file with an unknown key is found to be invalid."""
+        path = config_dir / "jobs" / "x.yaml"
+        path.write_text("name: custom\n" + ORDERS_JOB.replace("Orders", "Custom") + "colour: 1\n")
+        assert_config_error(run("sync", "custom"), f"error: {path}: colour: unknown key")
+        result = run("sync", "orders")
+        assert result.exit_code == 0, result.output
+
+    def test_unreadable_name_is_said(self, run: Invoke, config_dir: Path) -> None:
+        """A name unknown to the valid jobs, with a broken file whose name cannot be read:
+        exit 2, naming that file as a possible definition."""
+        path = config_dir / "jobs" / "x.yaml"
+        path.write_text("name: ${JOB_NAME}\nsource: [\n")
+        assert_config_error(run("sync", "other"), "no such job: other", f"cannot be read: {path}")
+
+    def test_preview_other_job(self, run: Invoke, broken: Path) -> None:
+        """``preview orders`` shows its records while another file is broken."""
+        result = run("preview", "orders", "--rows", "1")
+        assert result.exit_code == 0, result.output
+        assert "next 1 record(s)" in result.stdout
+        assert any(str(broken) in line for line in warning_lines(result))
+
+    def test_status_shows_real_schedule(self, run: Invoke, broken: Path, config_dir: Path) -> None:
+        """``status`` shows the valid job's schedule, not "no jobs", and warns."""
+        (config_dir / "jobs" / "orders.yaml").write_text(ORDERS_JOB + "schedule: 5m\n")
+        result = run("status", "--no-lag")
+        assert result.exit_code == 0, result.output
+        assert status_row(result.stdout, "orders").split()[1] == "5m"
+        assert any(str(broken) in line for line in warning_lines(result))
+
+    def test_logs_of_a_valid_job(self, run: Invoke, broken: Path) -> None:
+        """``logs orders`` lists its runs while another file is broken."""
+        run("sync", "orders")
+        result = run("logs", "orders")
+        assert result.exit_code == 0, result.output
+        assert " orders success " in result.stdout
+
+    def test_logs_of_the_broken_job(self, run: Invoke, broken: Path) -> None:
+        """``logs broken`` is no "no such job": its file exists, invalid; there are no runs."""
+        result = run("logs", "broken")
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "no runs yet\n"
+
+    def test_validate_fails(self, run: Invoke, broken: Path) -> None:
+        """``validate`` still exits 2 for any invalid file."""
+        assert_config_error(run("validate"), f"error: {broken}: line 4")
+
+
+class TestUnknownJobName:
+    """A job name no file defines and the store does not know: exit 2, the known jobs listed."""
+
+    @pytest.mark.parametrize(
+        "args",
+        [["sync", "nope"], ["preview", "nope"], ["logs", "nope"], ["reset", "nope", "--yes"],
+         ["accept", "nope", "--yes"]],
+        ids=["sync", "preview", "logs", "reset", "accept"],
+    )  # fmt: skip
+    def test_refused(self, run: Invoke, emulator: Emulator, args: list[str]) -> None:
+        """Every command that takes a job name says it does not exist."""
+        assert_config_error(run(*args), "no such job: nope (known jobs: orders)")
+        assert emulator.request_count() == 0
+
+    def test_removed_job_still_resets(
+        self, run: Invoke, config_dir: Path, emulator: Emulator
+    ) -> None:
+        """A job whose file was removed but that the store knows can still be reset; the
+        command says no file defines it."""
+        run("sync")
+        (config_dir / "jobs" / "orders.yaml").rename(config_dir / "orders.yaml.off")
+        (config_dir / "jobs" / "other.yaml").write_text(
+            ORDERS_JOB.replace("dataset: Orders", "dataset: Other")
+        )
+        result = run("reset", "orders", "--yes")
+        assert result.exit_code == 0, result.output
+        assert "orders: no job file defines it any more" in result.stderr
+        assert "orders: reset;" in result.stdout
+
+    def test_logs_of_a_removed_job(self, run: Invoke, config_dir: Path) -> None:
+        """``logs`` of a job the store has runs of, but no file defines, lists them."""
+        run("sync")
+        (config_dir / "jobs" / "orders.yaml").unlink()
+        result = run("logs", "orders")
+        assert result.exit_code == 0, result.output
+        assert " orders success " in result.stdout
+
+
+# -- clear errors, never a traceback -----------------------------------------------------------
+
+
+def write_orders(config_dir: Path, old: str, new: str) -> Path:
+    """Rewrite ``jobs/orders.yaml`` with ``old`` replaced by ``new``."""
+    path = config_dir / "jobs" / "orders.yaml"
+    path.write_text(ORDERS_JOB.replace(old, new))
+    return path
+
+
+class TestClearErrors:
+    """Each bad input is one line saying what, where and what to do, with its exit code."""
+
+    def test_emulator_port_in_use(self) -> None:
+        """The emulator on a port that is taken: exit 2, naming the address and ``--port``."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = CliRunner().invoke(cli, ["emulator", "--port", str(port)])
+        assert_config_error(
+            result, f"emulator: cannot listen on 127.0.0.1:{port}", "in use", "--port"
+        )
+
+    def test_mysql_unknown_charset(self, run: Invoke, config_dir: Path) -> None:
+        """An unknown ``charset`` in a MySQL URL: the run fails naming it, and ``validate
+        --connect`` exits 2 naming the file."""
+        url = "mysql+pymysql://root:Sekr1t@127.0.0.1:1/test?charset=nonesuch"
+        path = write_orders(config_dir, "${ORDERS_DB_URL}", url)
+        result = run("sync")
+        assert result.exit_code == 1, result.output
+        assert "orders: FAILED: source.url: unknown MySQL charset 'nonesuch'" in result.stderr
+        assert "charset=utf8mb4" in result.stderr
+        assert "Sekr1t" not in result.output
+        assert "Traceback" not in result.output
+        result = run("validate", "--connect")
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.exit_code == 2
+        assert errors == [
+            f"error: {path}: source.url: unknown MySQL charset 'nonesuch' in "
+            "mysql+pymysql://root:***@127.0.0.1:1/test?charset=nonesuch: use a character set "
+            "MySQL knows, such as charset=utf8mb4"
+        ]
+
+    @pytest.mark.parametrize("url", ["localhost:8765", "htp://akkio", "http://", "https:///v1"])
+    def test_malformed_base_url(
+        self, run: Invoke, monkeypatch: pytest.MonkeyPatch, emulator: Emulator, url: str
+    ) -> None:
+        """A malformed ``AKKIO_BASE_URL``: exit 2 at once, saying what a good one looks like."""
+        monkeypatch.setenv("AKKIO_BASE_URL", url)
+        assert_config_error(run("sync"), "AKKIO_BASE_URL must be an http:// or https:// URL")
+        assert emulator.request_count() == 0
+
+    @pytest.mark.parametrize("kind", ["empty", "directory", "not creatable"])
+    def test_unusable_state(
+        self, run: Invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+    ) -> None:
+        """An empty ``AKKIOSYNC_STATE``, a directory, or a place no file can be made: exit 2,
+        saying to set AKKIOSYNC_STATE to a file."""
+        (tmp_path / "a_file").write_text("")
+        value = {"empty": "", "directory": str(tmp_path), "not creatable": "/proc/x/state.db"}
+        monkeypatch.setenv("AKKIOSYNC_STATE", value[kind])
+        expected = {
+            "empty": "AKKIOSYNC_STATE is empty: set it to the checkpoint store's file",
+            "directory": f"AKKIOSYNC_STATE {tmp_path} is a directory: set it to a file in it",
+            "not creatable": "cannot be created there; set AKKIOSYNC_STATE to a file",
+        }
+        assert_config_error(run("logs"), expected[kind])
+        assert_config_error(run("sync"), expected[kind])
+
+    def test_api_unreachable_names_host(self, run: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Nothing listening at ``AKKIO_BASE_URL``: the failure names host and port."""
+        port = free_port()
+        monkeypatch.setenv("AKKIO_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        monkeypatch.setenv("AKKIO_MAX_ATTEMPTS", "1")
+        result = run("sync")
+        assert result.exit_code == 1, result.output
+        assert f"cannot connect to 127.0.0.1:{port} (AKKIO_BASE_URL)" in result.stderr
+        assert "Traceback" not in result.output
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "SELECT * FROM orders -- every order",
+            "SELECT * FROM orders;\n-- every order\n",
+            "SELECT * FROM orders -- every order;",
+        ],
+        ids=["inline", "own-line", "semicolon-in-comment"],
+    )
+    def test_query_ending_in_comment(
+        self, run: Invoke, config_dir: Path, emulator: Emulator, query: str
+    ) -> None:
+        """A query whose last line ends in a ``-- comment`` is read as written."""
+        write_orders(config_dir, "table: orders", f"query: {json.dumps(query)}")
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+
+    def test_duplicate_column_names(self, run: Invoke, config_dir: Path) -> None:
+        """A query with two columns of one name: said as such (not as a rename clash)."""
+        query = "SELECT o.*, p.id FROM orders o JOIN orders p ON p.id = o.id"
+        path = write_orders(config_dir, "table: orders", f"query: {query}")
+        result = run("sync")
+        assert result.exit_code == 1, result.output
+        assert "source.query: more than one column named id: give each column" in result.stderr
+        assert "rename" not in result.stderr.replace("give each column its own name", "")
+        result = run("validate", "--connect")
+        assert result.exit_code == 2, result.output
+        assert f"error: {path}: source.query: more than one column named id" in result.stderr
+
+    def test_limit_warns(self, run: Invoke, config_dir: Path, emulator: Emulator) -> None:
+        """A LIMIT in a query: ``validate`` warns that rows past it are never sent; ORDER BY
+        is said to be ignored; the run logs the warning too."""
+        query = "SELECT * FROM orders ORDER BY id LIMIT 10"
+        write_orders(config_dir, "table: orders", f"query: {query}")
+        result = run("validate")
+        assert result.exit_code == 0, result.output
+        assert (
+            "  warning: source.query: LIMIT in the query: each run reads only the rows it lets "
+            "through, so rows past the limit are never sent; filter with WHERE instead"
+        ) in result.stdout.splitlines()
+        assert "  warning: source.query: ORDER BY in the query is ignored" in result.stdout
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        assert "rows past the limit are never sent" in result.stderr
+
+    @pytest.mark.parametrize("table", ['"odd.name"', 'main."odd.name"'])
+    def test_table_name_with_a_dot(
+        self, run: Invoke, config_dir: Path, db_url: str, emulator: Emulator, table: str
+    ) -> None:
+        """A table whose name holds a dot is read when double-quoted in ``source.table``."""
+        execute(
+            db_url,
+            'CREATE TABLE "odd.name" (id INTEGER PRIMARY KEY, amount NUMERIC(10, 2), '
+            "status TEXT, created_at DATETIME)",
+        )
+        execute(db_url, 'INSERT INTO "odd.name" SELECT * FROM orders')
+        write_orders(config_dir, "table: orders", f"table: '{table}'")
+        result = run("sync")
+        assert result.exit_code == 0, result.output
+        assert ids_in(emulator, only_dataset(emulator)) == list(range(1, ROWS + 1))
+
+    def test_table_name_badly_quoted(self, run: Invoke, config_dir: Path) -> None:
+        """A table name with an unclosed quote is a configuration error naming the file."""
+        path = write_orders(config_dir, "table: orders", "table: '\"odd.name'")
+        assert_config_error(run("validate"), f"{path}: source.table: ", "not closed")
+
+    def test_validate_connect_bad_query(self, run: Invoke, config_dir: Path) -> None:
+        """``validate --connect`` on a query the database refuses: exit 2, naming the file."""
+        path = write_orders(config_dir, "table: orders", "query: SELECT * FROM no_such_table")
+        result = run("validate", "--connect")
+        assert result.exit_code == 2, result.output
+        (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert error.startswith(f"error: {path}: source: reading the source's columns: ")
+        assert "no such table: no_such_table" in error
+        assert "  source: failed (see below)" in result.stdout.splitlines()
+        assert "Traceback" not in result.output

@@ -99,6 +99,13 @@ class Daemon:
     def logged(self, fragment: str) -> bool:
         return any(fragment in str(line.get("message", "")) for line in self.lines())
 
+    def logged_event(self, event: str, **fields: object) -> bool:
+        """Whether a line of ``event`` with these field values was logged."""
+        return any(
+            line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
+            for line in self.lines()
+        )
+
     def get(self, path: str) -> httpx.Response:
         with httpx.Client(trust_env=False, timeout=5) as http:
             return http.get(f"http://127.0.0.1:{self.port}{path}")
@@ -204,7 +211,7 @@ class TestDaemonProcess:
         until("an added job", lambda: len(daemon.ids("Second")) == 30)
 
         daemon.write_job("orders", table=t.name, schedule="2s", batch_size=7)
-        until("an edited job", lambda: daemon.logged("job orders reloaded (schedule 2s)"))
+        until("an edited job", lambda: daemon.logged_event("job_reloaded", job="orders"))
         daemon_file = Path(daemon.env["AKKIOSYNC_STATE"] + ".daemon.json")
         until("the new schedule", lambda: '"schedule": "2s"' in daemon_file.read_text())
 
@@ -215,7 +222,7 @@ class TestDaemonProcess:
         until("the old version still runs", lambda: daemon.ids("Orders") == list(range(1, 41)))
 
         (daemon.jobs / "second.yaml").unlink()
-        until("a removed job", lambda: daemon.logged("job second removed"))
+        until("a removed job", lambda: daemon.logged_event("job_removed", job="second"))
         # The daemon file is rewritten at the main loop's next turn, just after the log line.
         until("the daemon file without it", lambda: '"second"' not in daemon_file.read_text())
 
@@ -242,7 +249,7 @@ class TestDaemonProcess:
         daemon.write_job("second", table=table[1].name, dataset="Second")
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGHUP)
-        until("the job loaded on SIGHUP", lambda: daemon.logged("job second loaded"))
+        until("the job loaded on SIGHUP", lambda: daemon.logged_event("job_loaded", job="second"))
         until("its rows", lambda: len(daemon.ids("Second")) == 20)
         assert daemon.logged("reloading job files (SIGHUP)")
 
@@ -341,11 +348,11 @@ class TestDaemonAlerts:
         with engine.begin() as conn:  # the source breaks: every run fails
             conn.execute(sa.text(f"ALTER TABLE {t.name} RENAME TO {t.name}_away"))
         until("a failure alert", lambda: calls)
-        until("more failed runs", lambda: daemon.logged("run 4 failed"))
+        until("more failed runs", lambda: daemon.logged_event("run_failed", run_id=4))
         with engine.begin() as conn:
             conn.execute(sa.text(f"ALTER TABLE {t.name}_away RENAME TO {t.name}"))
         until("a recovery alert", lambda: len(calls) >= 2)
-        until("more good runs", lambda: daemon.logged("run 7 done"))
+        until("more good runs", lambda: daemon.logged_event("run_done", run_id=7))
         assert [c["event"] for c in calls] == ["failure", "recovery"]
         assert calls[0]["text"].startswith("akkiosync: job orders is failing:")
         assert calls[1]["text"].startswith("akkiosync: job orders recovered")

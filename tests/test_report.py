@@ -521,7 +521,7 @@ class TestLogs:
     @pytest.mark.parametrize(
         ("args", "stdout"),
         [
-            pytest.param(("nobody",), "no runs yet\n", id="no-runs"),
+            pytest.param(("notes",), "no runs yet\n", id="no-runs"),
             pytest.param(("legacy", "--failed"), "no matching runs\n", id="none-match"),
             pytest.param(("legacy", "--failed", "--json"), "", id="json"),
         ],
@@ -533,6 +533,14 @@ class TestLogs:
         result = run("logs", *args)
         assert result.exit_code == 0, result.output
         assert result.stdout == stdout
+
+    def test_unknown_job(self, run: Invoke, history: Store) -> None:
+        """A job no file defines and the store does not know is a usage error naming the
+        known jobs."""
+        result = run("logs", "nobody")
+        assert result.exit_code == 2
+        assert "no such job: nobody" in result.stderr
+        assert "notes" in result.stderr
 
 
 class TestParseSince:

@@ -21,7 +21,7 @@ server). Nothing here imports the rest of ``akkiosync``: it stays an independent
 
 from akkiosync.emulator._app import API_PREFIX, DEFAULT_API_KEY, Emulator
 from akkiosync.emulator._faults import FAULT_KINDS, FaultPlan
-from akkiosync.emulator._server import EmulatorServer, serve, serve_forever
+from akkiosync.emulator._server import EmulatorServer, ListenError, serve, serve_forever
 
 __all__ = [
     "API_PREFIX",
@@ -30,6 +30,7 @@ __all__ = [
     "Emulator",
     "EmulatorServer",
     "FaultPlan",
+    "ListenError",
     "serve",
     "serve_forever",
 ]

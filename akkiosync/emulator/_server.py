@@ -35,6 +35,22 @@ class _Server(ThreadingHTTPServer):
         _log.exception("the emulator failed while serving a connection")
 
 
+class ListenError(OSError):
+    """The emulator cannot listen where it was asked to; the message says what to do."""
+
+
+def _bind(host: str, port: int, emulator: Emulator) -> _Server:
+    """The server listening on ``host:port``, or a ``ListenError`` saying what is in the way."""
+    try:
+        return _Server((host, port), emulator)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(
+            f"emulator: cannot listen on {host}:{port}: {reason}; stop what uses that port, "
+            "or pick another with --port"
+        ) from None
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so that a client's connection pool is exercised
     server_version = "akkio-emulator"
@@ -85,7 +101,7 @@ class EmulatorServer:
 
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.emulator = emulator
-        self._server = _Server((host, port), emulator)
+        self._server = _bind(host, port, emulator)
         self.url = f"http://{host}:{self._server.server_port}{API_PREFIX}"
         # A short poll interval makes close() quick: shutdown() waits for the loop to notice.
         serve_loop = functools.partial(self._server.serve_forever, poll_interval=0.05)
@@ -116,7 +132,7 @@ def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Emulato
 
 def serve_forever(emulator: Emulator, host: str, port: int) -> None:
     """Serve `emulator` in this thread until interrupted (the ``akkiosync emulator`` command)."""
-    with _Server((host, port), emulator) as server:
+    with _bind(host, port, emulator) as server:
         _log.info(
             "Akkio emulator on http://%s:%d%s (Ctrl-C to stop)",
             host,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from akkiosync.source._bounds import Bounds, Watermark, coerce
 from akkiosync.source._engine import engine_url, open_engine, source_error
+from akkiosync.source._query import query_warnings, split_table, wrappable
 from akkiosync.source._read import Batch, Source
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "engine_url",
     "make_source",
     "open_engine",
+    "query_warnings",
     "source_error",
+    "split_table",
+    "wrappable",
 ]
 
 

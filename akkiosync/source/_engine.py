@@ -21,11 +21,12 @@ from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.types.json import set_json_loads
+from pymysql import charset as pymysql_charsets  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from akkiosync.convert import Interval
-from akkiosync.errors import SourceError, SourceUnavailableError
+from akkiosync.errors import ConfigError, SourceError, SourceUnavailableError
 from akkiosync.redact import redact
 
 # The drivers we ship, used when a URL names none (SQLAlchemy's defaults may be missing).
@@ -49,8 +50,17 @@ def open_engine(url: str) -> Engine:
     MySQL/MariaDB sessions are pinned to UTC: TIMESTAMP values then read the same whatever the
     server's or the session's time zone, and the cursor binds back exactly what it read.
     """
+    parsed = engine_url(url)
+    charset = parsed.query.get("charset")
+    if parsed.get_backend_name() in ("mysql", "mariadb") and parsed.get_driver_name() == "pymysql":
+        for name in (charset,) if isinstance(charset, str) else charset or ():
+            if pymysql_charsets.charset_by_name(name) is None:  # pymysql fails obscurely
+                raise ConfigError(
+                    f"source.url: unknown MySQL charset {name!r} in {redact(url)}: use a "
+                    "character set MySQL knows, such as charset=utf8mb4"
+                )
     try:
-        engine = sa.create_engine(engine_url(url), pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as exc:
         raise SourceError(f"cannot use database URL {redact(url)}: {redact(str(exc))}") from None
     if engine.dialect.name in ("mysql", "mariadb"):

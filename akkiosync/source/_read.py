@@ -21,11 +21,13 @@ from akkiosync.errors import BadValueError, ConfigError
 from akkiosync.mapping import SourceColumn
 from akkiosync.source._bounds import Bounds, Watermark, check, predicates
 from akkiosync.source._engine import source_error
+from akkiosync.source._query import query_warnings, split_table, wrappable
 from akkiosync.source._types import python_type, readable, result_column, table_column
 
 logger = logging.getLogger(__name__)
 
 _SAMPLE_ROWS = 200
+_MYSQL_DUPLICATE_COLUMN = 1060
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +88,40 @@ class Source:
 
     def _reflect(self) -> sa.FromClause:
         assert self._table_name is not None  # noqa: S101 - one of table/query is set by config
-        schema, _, name = self._table_name.rpartition(".")
-        table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self._engine)
+        schema, name = split_table(self._table_name)
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=self._engine)
         dialect = self._engine.dialect.name
         self._columns = [table_column(c, dialect) for c in table.columns]
         return table
 
     def _wrap_query(self) -> sa.FromClause:
         assert self._query is not None  # noqa: S101 - one of table/query is set by config
-        query = self._query.strip().rstrip(";")
+        query = wrappable(self._query)
+        for warning in query_warnings(query):
+            logger.warning("source.query: %s", warning)
         probe: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(
             sa.text(query).columns().subquery("akkiosync_src")
         )
-        with self._engine.connect() as conn:
-            result = conn.execute(probe.limit(_SAMPLE_ROWS))
-            names = list(result.keys())
-            description = result.cursor.description
-            sample = result.fetchall()
+        try:
+            with self._engine.connect() as conn:
+                result = conn.execute(probe.limit(_SAMPLE_ROWS))
+                names = list(result.keys())
+                description = result.cursor.description
+                sample = result.fetchall()
+        except sa.exc.OperationalError as exc:  # MySQL refuses them in a derived table
+            code, *rest = getattr(exc.orig, "args", None) or (None,)
+            if code != _MYSQL_DUPLICATE_COLUMN:
+                raise
+            names = [str(rest[0]).split("'")[1] if rest and "'" in str(rest[0]) else "?"] * 2
+        # SQLite renames a repeated column "id" to "id:1" in a subquery; PostgreSQL keeps both.
+        twice = {n for n in names if names.count(n) > 1}
+        if self.is_sqlite:
+            twice |= {base for n in names if (base := n.rpartition(":")[0]) and base in names}
+        if twice:
+            raise ConfigError(
+                f"source.query: more than one column named {', '.join(sorted(twice))}: give "
+                "each column its own name (SELECT a.id, b.id AS b_id ...)"
+            )
         types: list[type | None] = []
         for i in range(len(names)):
             seen = next((row[i] for row in sample if row[i] is not None), None)
@@ -237,13 +256,13 @@ class Source:
         """Cursor columns no index starts with (a table only): each read would scan."""
         if self._table_name is None:
             return []
-        schema, _, name = self._table_name.rpartition(".")
+        schema, name = split_table(self._table_name)
         try:
             inspector = sa.inspect(self._engine)
             indexes: list[Sequence[str | None]] = [
-                i["column_names"] for i in inspector.get_indexes(name, schema or None)
+                i["column_names"] for i in inspector.get_indexes(name, schema)
             ]
-            indexes.append(inspector.get_pk_constraint(name, schema or None)["constrained_columns"])
+            indexes.append(inspector.get_pk_constraint(name, schema)["constrained_columns"])
         except SQLAlchemyError as exc:
             raise source_error(exc, "reading the source's indexes") from None
         leading = {columns[0] for columns in indexes if columns}

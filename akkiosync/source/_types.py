@@ -126,6 +126,9 @@ def _fraction(sql_type: sa.types.TypeEngine[Any], dialect: str) -> bool:
     return False  # SQLite: as its text has it
 
 
+_MYSQL_TIMESTAMP = 7  # PyMySQL's FIELD_TYPE.TIMESTAMP
+
+
 def result_column(
     name: str, kind: type | None, description: Sequence[Any], dialect: str
 ) -> SourceColumn:
@@ -134,7 +137,7 @@ def result_column(
     description of it."""
     kind = kind or _described(description, dialect)
     temporal = kind is not None and issubclass(kind, dt.date | dt.time)
-    fraction = False
+    fraction = utc = False
     field_type: FieldType | None = None
     if dialect == "postgresql":
         fraction = temporal and description[4] != 0  # precision: None is the default, 6
@@ -142,10 +145,13 @@ def result_column(
         fraction = temporal and bool(description[5])  # scale: the fsp
         if description[1] == _MYSQL_TINY and description[4] == 1:
             field_type = "boolean"
+        # A TIMESTAMP read in the UTC session is UTC, as from a table.
+        utc = description[1] == _MYSQL_TIMESTAMP
     return SourceColumn(
         name,
         kind,
         kind.__name__ if kind else "unknown",
+        utc=utc,
         field_type=field_type,
         fraction=fraction,
     )
