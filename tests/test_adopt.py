@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -526,6 +527,36 @@ target:
 """
 
 
+@contextmanager
+def two_writers(tmp_path: Path, source: str, emulator: Emulator) -> Iterator[tuple[Path, Path]]:
+    """``akkiosync run`` over job files ``a`` and ``b`` that both write ``Orders``; yields the
+    jobs directory and the daemon's log, and stops the daemon after."""
+    jobs = tmp_path / "config" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "a.yaml").write_text(JOB_FILE.format(url=source))
+    (jobs / "b.yaml").write_text(JOB_FILE.format(url=source))
+    log = tmp_path / "daemon.log"
+    with serve(emulator) as server, log.open("ab") as out:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AKKIO", "PYTEST"))},
+            "AKKIO_API_KEY": API_KEY,
+            "AKKIO_BASE_URL": server.url,
+            "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
+            "AKKIOSYNC_LOG_FORMAT": "text",
+            "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
+            "AKKIO_RATE_LIMIT": "1000",
+        }
+        command = [sys.executable, "-m", "akkiosync", "--config", str(tmp_path / "config")]
+        process = subprocess.Popen(
+            [*command, "run"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            yield jobs, log
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
 @pytest.mark.slow
 class TestDaemonOneWriter:
     """The daemon refuses a job file whose target another loaded job already writes."""
@@ -533,37 +564,15 @@ class TestDaemonOneWriter:
     def test_first_keeps_running(self, tmp_path: Path, source: str) -> None:
         """Of two files with one target, the later is reported invalid; the first runs."""
         emulator = Emulator(api_key=API_KEY)
-        jobs = tmp_path / "config" / "jobs"
-        jobs.mkdir(parents=True)
-        (jobs / "a.yaml").write_text(JOB_FILE.format(url=source))
-        (jobs / "b.yaml").write_text(JOB_FILE.format(url=source))
-        log = tmp_path / "daemon.log"
-        with serve(emulator) as server, log.open("ab") as out:
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("AKKIO", "PYTEST"))},
-                "AKKIO_API_KEY": API_KEY,
-                "AKKIO_BASE_URL": server.url,
-                "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
-                "AKKIOSYNC_LOG_FORMAT": "text",
-                "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
-                "AKKIO_RATE_LIMIT": "1000",
-            }
-            command = [sys.executable, "-m", "akkiosync", "--config", str(tmp_path / "config")]
-            process = subprocess.Popen(
-                [*command, "run"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-            )
 
-            def landed() -> list[int]:
-                """The row count of each dataset on the emulator."""
-                return [len(emulator.rows(d)) for d in emulator.dataset_ids()]
+        def landed() -> list[int]:
+            """The row count of each dataset on the emulator."""
+            return [len(emulator.rows(d)) for d in emulator.dataset_ids()]
 
-            try:
-                until("a's first run", lambda: landed() == [5])
-                add_orders(source, range(6, 8))
-                until("a's next run", lambda: landed() == [7])
-            finally:
-                process.terminate()
-                process.wait(timeout=60)
+        with two_writers(tmp_path, source, emulator) as (jobs, log):
+            until("a's first run", lambda: landed() == [5])
+            add_orders(source, range(6, 8))
+            until("a's next run", lambda: landed() == [7])
         text = log.read_text()
         assert f"invalid job file: {jobs / 'b.yaml'}: target: dataset 'Orders'" in text
         assert str(jobs / "a.yaml") in text
@@ -577,34 +586,12 @@ class TestDaemonOneWriter:
         """The later file is loaded, without being touched, once the first one stops writing
         the same dataset."""
         emulator = Emulator(api_key=API_KEY)
-        jobs = tmp_path / "config" / "jobs"
-        jobs.mkdir(parents=True)
-        (jobs / "a.yaml").write_text(JOB_FILE.format(url=source))
-        (jobs / "b.yaml").write_text(JOB_FILE.format(url=source))
-        log = tmp_path / "daemon.log"
-        with serve(emulator) as server, log.open("ab") as out:
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith(("AKKIO", "PYTEST"))},
-                "AKKIO_API_KEY": API_KEY,
-                "AKKIO_BASE_URL": server.url,
-                "AKKIOSYNC_STATE": str(tmp_path / "state" / "akkiosync.db"),
-                "AKKIOSYNC_LOG_FORMAT": "text",
-                "AKKIOSYNC_RELOAD_INTERVAL": "0.2",
-                "AKKIO_RATE_LIMIT": "1000",
-            }
-            command = [sys.executable, "-m", "akkiosync", "--config", str(tmp_path / "config")]
-            process = subprocess.Popen(
-                [*command, "run"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        with two_writers(tmp_path, source, emulator) as (jobs, log):
+            until("a's first run", lambda: len(emulator.dataset_ids()) == 1)
+            (jobs / "a.yaml").write_text(
+                JOB_FILE.format(url=source).replace("dataset: Orders", "dataset: Other")
             )
-            try:
-                until("a's first run", lambda: len(emulator.dataset_ids()) == 1)
-                (jobs / "a.yaml").write_text(
-                    JOB_FILE.format(url=source).replace("dataset: Orders", "dataset: Other")
-                )
-                until("b loaded", lambda: "[b] akkiosync.daemon: job loaded" in log.read_text())
-                # It runs (and, as a's dataset keeps that name, stops before creating another).
-                until("b's first run", lambda: "[b#" in log.read_text())
-            finally:
-                process.terminate()
-                process.wait(timeout=60)
+            until("b loaded", lambda: "[b] akkiosync.daemon: job loaded" in log.read_text())
+            # It runs (and, as a's dataset keeps that name, stops before creating another).
+            until("b's first run", lambda: "[b#" in log.read_text())
         assert len(emulator.dataset_ids()) == 1
