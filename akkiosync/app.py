@@ -25,6 +25,7 @@ from akkiosync.lock import JobLock
 from akkiosync.logcontext import current_job
 from akkiosync.metrics import Metrics
 from akkiosync.pacing import RetryPolicy, limiter_for
+from akkiosync.progress import Hooks, ProgressHook, ProgressLog
 from akkiosync.redact import redact
 from akkiosync.runner import Runner
 from akkiosync.state import Store
@@ -115,9 +116,12 @@ class App:
         *,
         stop: threading.Event | None = None,
         metrics: Metrics | None = None,
+        progress: ProgressHook | None = None,
     ) -> Runner:
-        """A runner with the settings' retry, reconciliation and lock options."""
+        """A runner with the settings' retry, reconciliation and lock options; ``metrics``
+        and ``progress`` hear of each committed batch."""
         settings = self.settings
+        hooks = [h for h in (metrics, progress) if h is not None]
         return Runner(
             store,
             client,
@@ -130,7 +134,13 @@ class App:
             stop=stop,
             on_retry=_retry_counter(metrics),
             measure_lag=metrics is not None,
+            progress=Hooks(hooks) if hooks else None,
+            count_limit=settings.akkiosync_progress_count_limit,
         )
+
+    def progress_log(self) -> ProgressLog:
+        """A progress log line every ``AKKIOSYNC_PROGRESS_INTERVAL`` seconds of a run."""
+        return ProgressLog(self.settings.akkiosync_progress_interval)
 
     def daemon(self) -> int:
         """Run the daemon until it is told to stop; its exit code."""
@@ -150,7 +160,9 @@ class App:
         )
         alerter = Alerter(global_alerts=settings.global_alerts())
         with self.store() as store, self.client(metrics) as client:
-            runner = self.runner(store, client, stop=stop, metrics=metrics)
+            runner = self.runner(
+                store, client, stop=stop, metrics=metrics, progress=self.progress_log()
+            )
             daemon = Daemon(
                 options, store, runner=runner, stop=stop, metrics=metrics, alerter=alerter
             )

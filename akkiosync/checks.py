@@ -10,15 +10,25 @@ import json
 from contextlib import ExitStack, suppress
 
 import click
+import httpx
 
 from akkiosync.adopt import describe, mapping_lines, mapping_report
 from akkiosync.akkio import AkkioClient
 from akkiosync.app import App
 from akkiosync.config import Job
 from akkiosync.dataset import planned_schema, schema_drift
-from akkiosync.errors import ConfigError, SourceError
+from akkiosync.errors import (
+    AkkioAuthError,
+    AkkioError,
+    AkkioFatalError,
+    AkkioTransportError,
+    ConfigError,
+    SourceError,
+)
 from akkiosync.mapping import Schema
+from akkiosync.pacing import RetryPolicy
 from akkiosync.preview import preview
+from akkiosync.redact import redact
 from akkiosync.source import Bounds, engine_url, make_source, query_warnings, split_table
 
 pass_app = click.make_pass_decorator(App)
@@ -40,6 +50,16 @@ def validate(app: App, *, connect: bool) -> None:
     problems: list[str] = []  # found connecting: reported together, once every job is shown
     with ExitStack() as stack:
         client: AkkioClient | None = None
+        listed: set[str] | None = None  # the dataset ids the key sees, once Akkio answered
+        if connect and _has_api_key(app):
+            listed, problem = _akkio_check(app)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                client = stack.enter_context(app.client())
+                click.echo(f"akkio: ok, the API key sees {len(listed or ())} dataset(s)")
+        elif connect:
+            click.echo("akkio: skipped (no AKKIO_API_KEY): the key, base URL and datasets")
         for job in jobs:
             what = f"table {job.source.table}" if job.source.table else "query"
             target = job.target.dataset or f"id {job.target.dataset_id}"
@@ -57,6 +77,12 @@ def validate(app: App, *, connect: bool) -> None:
                     click.echo(f"  warning: {warning}")
             if not connect:
                 continue
+            missing = job.target.dataset_id is not None and listed is not None
+            if missing and job.target.dataset_id not in (listed or set()):
+                problems.append(
+                    f"{job.path}: target.dataset_id: no dataset {job.target.dataset_id} is "
+                    "visible to AKKIO_API_KEY; check the id (or the key's account)"
+                )
             try:
                 with make_source(job.source) as source:
                     columns = source.columns()
@@ -77,13 +103,16 @@ def validate(app: App, *, connect: bool) -> None:
                 click.echo("  source ok; mapped onto its dataset (pinned):")
                 for line in mapping_lines(pinned[job.name]):
                     click.echo(f"    {line}")
+            elif missing and job.target.dataset_id not in (listed or set()):
+                click.echo("  source ok; its dataset is missing (see below)")
             elif client is None and not _has_api_key(app):
                 named = job.target.dataset or job.target.dataset_id
                 click.echo(
                     f"  source ok; the mapping onto dataset {named} needs AKKIO_API_KEY: skipped"
                 )
+            elif client is None:  # Akkio did not answer as it should: said below
+                click.echo("  source ok; the mapping onto its dataset: skipped (see below)")
             else:  # its own fields decide: show how the columns map onto them
-                client = client or stack.enter_context(app.client())
                 lines, found = mapping_report(job, columns, client)
                 for line in [f"source ok; {lines[0]}", *lines[1:]] if lines else ["source ok"]:
                     click.echo(f"  {line}")
@@ -96,6 +125,38 @@ def validate(app: App, *, connect: bool) -> None:
     if problems:
         raise ConfigError("\n".join(problems))
     click.echo(f"{len(jobs)} job(s) valid")
+
+
+def _akkio_check(app: App) -> tuple[set[str] | None, str | None]:
+    """List the datasets once: the ids the key sees, or the one line saying what is wrong
+    with the key or ``AKKIO_BASE_URL``."""
+    settings = app.settings
+    base = redact(settings.akkio_base_url)
+    timeout = httpx.Timeout(settings.akkio_timeout, connect=settings.akkio_connect_timeout)
+    # One try: a check reports what it sees now, not after minutes of backoff.
+    probe = AkkioClient(
+        settings.api_key(), settings.akkio_base_url, timeout=timeout, retry=RetryPolicy(attempts=1)
+    )
+    try:
+        with probe:
+            return {d.id for d in probe.list_datasets()}, None
+    except AkkioAuthError as exc:
+        return None, f"AKKIO_API_KEY was refused by {base} ({exc}): set a valid API key"
+    except AkkioTransportError as exc:
+        if exc.status_code is None:  # no answer at all: the message names the host
+            return None, f"akkio: {exc}"
+        return None, _not_akkio(base, exc)
+    except AkkioFatalError as exc:  # a 404 page, or JSON without Akkio's shape
+        return None, _not_akkio(base, exc)
+    except AkkioError as exc:  # 5xx or 429 after the retries: Akkio, but not answering now
+        return None, f"akkio: {exc}"
+
+
+def _not_akkio(base: str, exc: AkkioError) -> str:
+    return (
+        f"AKKIO_BASE_URL does not look like Akkio's API: {base} answered {exc}; set it to the "
+        "API's base URL (such as https://api.akkio.com/v1)"
+    )
 
 
 def _has_api_key(app: App) -> bool:
@@ -166,3 +227,13 @@ def _index_statement(job: Job, column: str) -> str:
     schema, table = split_table(job.source.table or "")
     name = ".".join(quote(part) for part in (schema, table) if part)
     return f"CREATE INDEX {quote(f'{table}_{column}_idx')} ON {name} ({quote(column)})"
+
+
+@click.command(name="list")
+@pass_app
+def list_command(app: App) -> None:
+    """The jobs, one line each: name, schedule and target; invalid files as warnings."""
+    for job in sorted(app.jobs(), key=lambda job: job.name):
+        target = job.target.dataset or f"id {job.target.dataset_id}"
+        schedule = job.schedule or "manual"
+        click.echo(f"{job.name}\t{schedule}\tdataset {target}")

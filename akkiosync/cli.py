@@ -7,6 +7,8 @@ an invalid job file, once the valid jobs ran without failing).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,7 +21,7 @@ import click
 
 from akkiosync import emulator as emulator_module
 from akkiosync.app import App
-from akkiosync.checks import preview_command, validate
+from akkiosync.checks import list_command, preview_command, validate
 from akkiosync.config import Settings
 from akkiosync.demo import run_demo
 from akkiosync.emulator import FAULT_KINDS, FaultPlan
@@ -27,6 +29,7 @@ from akkiosync.errors import AkkioSyncError, ConfigError
 from akkiosync.logcontext import ContextFilter
 from akkiosync.logformat import JsonFormatter, TextFormatter
 from akkiosync.operate import accept, reset
+from akkiosync.progress import ProgressDisplay, ProgressHook
 from akkiosync.redact import RedactingFilter, redact
 from akkiosync.report import (
     POLL_INTERVAL,
@@ -39,6 +42,7 @@ from akkiosync.report import (
     run_line,
     status_lines,
 )
+from akkiosync.scaffold import init
 from akkiosync.state import Store
 
 
@@ -145,8 +149,9 @@ def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) ->
     if new_dataset and not names:
         raise click.UsageError("--new-dataset needs the names of the jobs it is for")
     jobs = app.jobs(names)
-    with app.store() as store, app.client() as client:
-        runner = app.runner(store, client, lock_wait=wait)
+    with ExitStack() as stack:
+        store, client = stack.enter_context(app.store()), stack.enter_context(app.client())
+        runner = app.runner(store, client, lock_wait=wait, progress=_progress(app, stack))
         results = [runner.run(job, new_dataset=new_dataset) for job in jobs]
     for result in results:
         click.echo(result_line(result), err=not result.ok)
@@ -154,6 +159,16 @@ def sync(app: App, names: tuple[str, ...], wait: float, *, new_dataset: bool) ->
         sys.exit(1)
     if app.job_set().invalid and not names:  # all that could run did: the files still need a fix
         sys.exit(2)
+
+
+def _progress(app: App, stack: ExitStack) -> ProgressHook | None:
+    """A live display on a terminal, else a progress log line every interval; none when
+    ``AKKIOSYNC_PROGRESS_INTERVAL`` is 0."""
+    if app.settings.akkiosync_progress_interval <= 0:
+        return None
+    if sys.stderr.isatty():
+        return stack.enter_context(ProgressDisplay().shown())
+    return app.progress_log()
 
 
 @cli.command()
@@ -177,7 +192,12 @@ def status(app: App, *, as_json: bool, no_lag: bool) -> None:
             empty = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "empty.db"
             store = stack.enter_context(Store.open(empty))
         statuses = job_statuses(store, jobs, daemon=daemon, with_lag=not no_lag)
-    for line in status_lines(statuses, daemon=daemon, with_lag=not no_lag, as_json=as_json):
+    # A terminal's width (or COLUMNS); piped output keeps one line per job, for grep.
+    sized = sys.stdout.isatty() or "COLUMNS" in os.environ
+    width = shutil.get_terminal_size().columns if sized else None
+    for line in status_lines(
+        statuses, daemon=daemon, with_lag=not no_lag, as_json=as_json, width=width
+    ):
         click.echo(line)
 
 
@@ -252,8 +272,27 @@ def logs(
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--api-key", default=emulator_module.DEFAULT_API_KEY, show_default=True)
-@click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Persist to FILE.")
+@click.option(
+    "--api-key",
+    envvar="AKKIO_EMULATOR_API_KEY",
+    default=emulator_module.DEFAULT_API_KEY,
+    show_default=True,
+    show_envvar=True,
+    help="The key clients must send. Prefer the variable: a command line is visible to "
+    "every local user (ps).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Persist to FILE, an emulator journal (a new or empty file, or one it wrote).",
+)
+@click.option(
+    "--max-body",
+    default=emulator_module.DEFAULT_MAX_BODY,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Refuse a request body over this many bytes (413), unread.",
+)
 @click.option(
     "--fault",
     "faults",
@@ -283,6 +322,7 @@ def emulator(
     port: int,
     api_key: str,
     data: Path | None,
+    max_body: int,
     faults: tuple[str, ...],
     fault_script: str | None,
     fault_seed: int | None,
@@ -307,9 +347,12 @@ def emulator(
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--fault/--fault-script") from None
-    emu = emulator_module.Emulator(api_key=api_key, data_file=data, faults=plan)
     try:
-        emulator_module.serve_forever(emu, host, port)
+        emu = emulator_module.Emulator(api_key=api_key, data_file=data, faults=plan)
+    except (ValueError, OSError) as exc:  # not a journal, a corrupt one, or unreadable
+        raise ConfigError(f"emulator: --data: {exc}") from None
+    try:
+        emulator_module.serve_forever(emu, host, port, max_body=max_body)
     except emulator_module.ListenError as exc:  # a port in use: one line, exit 2
         raise ConfigError(str(exc)) from None
 
@@ -325,6 +368,8 @@ def demo(rows: int, *, verbose: bool) -> None:
 
 
 cli.add_command(validate)
+cli.add_command(init)
+cli.add_command(list_command)
 cli.add_command(preview_command)
 cli.add_command(reset)
 cli.add_command(accept)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # has stayed put this long after the request (unset: see ``landing_grace``).
     akkiosync_landing_grace: Annotated[float, Field(ge=0)] | None = None
     akkiosync_reconcile_wait: Annotated[float, Field(ge=0)] = 0.5  # first pause between reads
+    akkiosync_progress_interval: Annotated[float, Field(ge=0)] = 10.0  # log line; 0: none
+    # rows to go are counted up to this many past the cursor (beyond: an estimate); 0: off
+    akkiosync_progress_count_limit: Annotated[int, Field(ge=0)] = 1_000_000
     # The daemon (`akkiosync run`):
     akkiosync_log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal
     akkiosync_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

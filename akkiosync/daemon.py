@@ -259,7 +259,9 @@ class Daemon:
             return
         result = self._runner.run(job)
         now = utc_now()
-        self._metrics.observe_run(result, ended_at=time.time())
+        self._metrics.observe_run(
+            result, ended_at=time.time(), counted=self._runner.reports_progress
+        )
         if result.run_id is not None:
             previous = previous_status(self._store, name, result.run_id)
             self._alerter.after_run(job, result, previous, now)

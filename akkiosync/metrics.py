@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from akkiosync.errors import ConfigError
+from akkiosync.progress import Sent
 from akkiosync.redact import redact
 from akkiosync.results import ResultStatus, RunResult
 
@@ -66,10 +67,15 @@ class Metrics:
             "Source's newest watermark minus the job's cursor (seconds, or units for numbers).",
             job, registry=r,
         )  # fmt: skip
+        self._to_go = Gauge(
+            "akkiosync_rows_to_go", "Rows past the cursor still to send (an estimate).",
+            job, registry=r,
+        )  # fmt: skip
         self._jobs = Gauge("akkiosync_jobs", "Jobs scheduled.", registry=r)
         self._up = Gauge("akkiosync_up", "1 while the scheduler runs.", registry=r)
         self._per_job: tuple[Counter | Gauge | Histogram, ...] = (
             self._rows, self._batches, self._retries, self._last_success, self._duration, self._lag,
+            self._to_go,
         )  # fmt: skip
         self._lock = threading.Lock()
         self._known: set[str] = set()  # jobs that may have samples, for set_jobs to forget
@@ -85,17 +91,39 @@ class Metrics:
         for counter in (self._rows, self._batches, self._retries):
             counter.labels(job)
 
-    def observe_run(self, result: RunResult, *, ended_at: float) -> None:
-        """Count one run; ``ended_at`` (unix time) becomes the last success if it succeeded."""
+    def observe_run(self, result: RunResult, *, ended_at: float, counted: bool = False) -> None:
+        """Count one run; ``ended_at`` (unix time) becomes the last success if it succeeded.
+        ``counted``: its rows and batches were counted as they were sent (``sent``)."""
         job = result.job
         self._touch(job)
         self._runs.labels(job, result.status).inc()
-        self._rows.labels(job).inc(result.rows_sent)  # a failed run's delivered rows count too
-        self._batches.labels(job).inc(result.batches)
+        if not counted:  # a failed run's delivered rows count too
+            self._rows.labels(job).inc(result.rows_sent)
+            self._batches.labels(job).inc(result.batches)
         if result.status != "skipped":  # a skipped run did nothing: its 0 s would skew the figure
             self._duration.labels(job).observe(result.seconds)
         if result.status == "success":
             self._last_success.labels(job).set(ended_at)
+
+    def started(self, job: str, to_go: int | None) -> None:
+        """A run of ``job`` starts reading, ``to_go`` rows past its cursor (a progress hook)."""
+        self._set_to_go(job, to_go)
+
+    def sent(self, batch: Sent) -> None:
+        """A batch was committed: the figures move now, not at the run's end."""
+        self._touch(batch.job)
+        self._rows.labels(batch.job).inc(batch.rows)
+        self._batches.labels(batch.job).inc()
+        self._set_to_go(batch.job, batch.to_go)
+        if batch.lag is not None:
+            self._lag.labels(batch.job).set(batch.lag)
+
+    def _set_to_go(self, job: str, to_go: int | None) -> None:
+        if to_go is None:
+            _remove(self._to_go, job)
+        else:
+            self._touch(job)
+            self._to_go.labels(job).set(to_go)
 
     def count_retry(self, job: str) -> None:
         """Count one retry (of a request, a batch or a source reconnect) for ``job``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -191,9 +192,11 @@ def status_lines(
     daemon: DaemonInfo | None = None,
     with_lag: bool = True,
     as_json: bool = False,
+    width: int | None = None,
 ) -> list[str]:
     """The daemon, the jobs as an aligned table, then the last errors and unknown lags; or one
-    JSON object per job."""
+    JSON object per job. A table wider than ``width`` becomes one block per job, each value on
+    its own line (wrapped), so nothing is cut."""
     if as_json:
         return [json.dumps(asdict(s), default=datetime.isoformat) for s in statuses]
     up = f"daemon: pid {daemon.pid}, up since {_when(daemon.started_at)}" if daemon else None
@@ -215,7 +218,10 @@ def status_lines(
         ]
         for s in statuses
     ]
-    lines += table_lines([*header, *(["LAG"] if with_lag else [])], rows)
+    header += ["LAG"] if with_lag else []
+    table = table_lines(header, rows)
+    fits = width is None or max(len(line) for line in table) <= width
+    lines += table if fits else block_lines(header, rows, width or 0)
     lines += [f"{s.job}: last error: {s.last_error}" for s in statuses if s.last_status == "failed"]
     lines += [f"{s.job}: type warning: {w}" for s in statuses for w in s.type_warnings]
     lines += [
@@ -257,6 +263,25 @@ def table_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
     ]
 
 
+def block_lines(header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """Each row as a block: its first cell, then ``name: value`` lines indented and wrapped
+    to ``width`` (for a table too wide for the terminal)."""
+    lines: list[str] = []
+    names = [name.lower() for name in header[1:]]
+    pad = max(len(name) for name in names) + 2
+    for row in rows:
+        lines += textwrap.wrap(row[0], width) or [""]
+        for name, value in zip(names, row[1:], strict=True):
+            lines += textwrap.wrap(
+                value,
+                max(width, pad + 12),
+                initial_indent=f"  {name + ':':<{pad}}",
+                subsequent_indent=" " * (pad + 2),
+                break_on_hyphens=False,
+            ) or [f"  {name}:"]
+    return lines
+
+
 def cursor_text(cursor_json: str | None) -> str:
     """A stored cursor, readable."""
     return decode_cursor(cursor_json).describe() if cursor_json else "-"
@@ -288,7 +313,13 @@ def run_line(run: RunRecord) -> str:
     """One run of the history."""
     start = f"#{run.id} {_when(run.started_at)} {run.job} {run.status}"
     if run.ended_at is None:
-        return f"{start} from cursor {cursor_text(run.cursor_before)}"
+        line = f"{start} from cursor {cursor_text(run.cursor_before)}"
+        if run.batches:  # the runner records its progress after each committed batch
+            line += (
+                f", so far {run.rows_sent} rows in {run.batches} batches "
+                f"(cursor {cursor_text(run.cursor_after)})"
+            )
+        return line
     took = (run.ended_at - run.started_at).total_seconds()
     line = (
         f"{start} {run.rows_sent} rows {run.batches} batches {took:.1f}s "

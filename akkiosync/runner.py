@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
-from akkiosync.cursor import decode_cursor, encode_cursor, lag
+from akkiosync.cursor import Cursor, decode_cursor, encode_cursor, lag
 from akkiosync.dataset import pinned_dataset
 from akkiosync.delivery import Delivery, ReconcilePolicy
 from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
@@ -28,6 +29,7 @@ from akkiosync.lock import JobLock
 from akkiosync.logcontext import Warned, job_context
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
+from akkiosync.progress import ProgressHook, Sent
 from akkiosync.readplan import ReadPlan
 from akkiosync.redact import redact
 from akkiosync.refresh import Refresher
@@ -49,6 +51,8 @@ class _Progress:
     rows_skipped: int = 0
     lag: float | None = None
     nulled: dict[str, int] = dataclasses.field(default_factory=dict)  # on_bad_value: null
+    to_go: int | None = None  # rows past the checkpoint when the read started (progress)
+    newest: Any = None  # the source's newest watermark then (the lag after each batch)
 
 
 class Runner:
@@ -68,6 +72,8 @@ class Runner:
         stop: threading.Event | None = None,
         on_retry: Callable[[], None] | None = None,
         measure_lag: bool = False,
+        progress: ProgressHook | None = None,
+        count_limit: int = 0,
     ) -> None:
         """``locks`` is the directory of the per-job locks (``None``: no cross-process lock);
         once ``stop`` is set, runs end after the batch in flight is committed."""
@@ -82,7 +88,13 @@ class Runner:
         self._stop = stop or threading.Event()
         self._on_retry = on_retry or (lambda: None)
         self._measure_lag = measure_lag
+        self._progress, self._count_limit = progress, count_limit  # see Source.rows_after
         self._warned = Warned()  # a daemon's runs repeat a warning only when it changes
+
+    @property
+    def reports_progress(self) -> bool:
+        """Whether a hook hears of each committed batch (then metrics count them as sent)."""
+        return self._progress is not None
 
     def run(self, job: Job, *, new_dataset: bool = False) -> RunResult:
         """Run ``job`` once to the end of its source; failures are recorded, not raised.
@@ -135,9 +147,11 @@ class Runner:
                 ", ".join(f"{column} ({n})" for column, n in sorted(progress.nulled.items())),
                 extra={"event": "values_nulled", "values": nulled},
             )  # fmt: skip
+        # Cut short by the stop signal: recorded as such, yet no failure of the job (exit 0).
+        interrupted = not error and self._stop.is_set()
         self._store.finish_run(
             run_id,
-            status="failed" if error else "success",
+            status="failed" if error else "interrupted" if interrupted else "success",
             now=self._clock(),
             rows_read=progress.rows_read,
             rows_sent=progress.rows_sent,
@@ -216,6 +230,8 @@ class Runner:
             delivery.recover(rows)  # may commit a batch a crashed run had sent
             progress.cursor_json = self._store.job_state(job.name).cursor_json
             progress.rows_skipped = self._null_cursor_rows(job, source)
+            if self._progress is not None:
+                self._start_progress(job, source, progress)
             mapper = plan.mapper(read_at)
             progress.nulled = mapper.nulled  # counted as batches are mapped
             for attempt in range(1, SOURCE_ATTEMPTS + 1):
@@ -310,6 +326,15 @@ class Runner:
             progress.cursor_json = cursor_json
             progress.rows_sent += len(records)
             progress.batches += 1
+            self._store.record_progress(  # `logs` shows a running run's rows so far
+                run_id,
+                rows_read=progress.rows_read,
+                rows_sent=progress.rows_sent,
+                batches=progress.batches,
+                cursor=cursor_json,
+            )
+            if self._progress is not None:
+                self._progress.sent(_sent(job.name, len(records), progress, after))
             logger.info(
                 "batch %d: %d rows sent (cursor %s)",
                 progress.batches, len(records), after.describe(),
@@ -325,6 +350,16 @@ class Runner:
             if self._stop.is_set():
                 logger.info("stops early: shutting down", extra={"event": "run_stopping"})
                 return
+
+    def _start_progress(self, job: Job, source: Source, progress: _Progress) -> None:
+        assert self._progress is not None  # noqa: S101 - only called with a hook
+        cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
+        try:  # figures for progress only: failing to get them does not fail the run
+            progress.to_go = source.rows_after(cursor, self._count_limit)
+            progress.newest = source.newest_watermark() if self._measure_lag else None
+        except SourceError as exc:
+            logger.debug("no progress figures: %s", exc)
+        self._progress.started(job.name, progress.to_go)
 
     def _null_cursor_rows(self, job: Job, source: Source) -> int:
         """Rows with a NULL watermark or key are never read: count them, and fail if the job
@@ -342,6 +377,12 @@ class Runner:
                 nulls, columns, extra={"event": "null_cursor_rows", "rows": nulls},
             )  # fmt: skip
         return nulls
+
+
+def _sent(job: str, rows: int, progress: _Progress, after: Cursor) -> Sent:
+    to_go = None if progress.to_go is None else max(progress.to_go - progress.rows_read, 0)
+    lagged = lag(progress.newest, after) if progress.newest is not None else None
+    return Sent(job, rows, progress.rows_sent, progress.batches, to_go, lagged)
 
 
 def _show(cursor_json: str | None) -> str:

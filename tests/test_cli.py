@@ -1520,3 +1520,31 @@ class TestClearErrors:
         assert "no such table: no_such_table" in error
         assert "  source: failed (see below)" in result.stdout.splitlines()
         assert "Traceback" not in result.output
+
+
+class TestStatusWidth:
+    """``status`` fits a 100-column terminal, whatever the job names and cursors."""
+
+    def test_long_names_and_cursor(
+        self, run: Invoke, config_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At COLUMNS=100 no line of the jobs is wider, and nothing is cut: the whole name and
+        cursor are there, wrapped; piped without COLUMNS the table stays one line per job."""
+        name = "nightly_orders_export_for_the_finance_team_" + "x" * 40
+        code = "K" * 90
+        execute(db_url, f"UPDATE orders SET status = '{code}'")
+        job = ORDERS_JOB.replace("key: id", "key: [status, id]")
+        (config_dir / "jobs" / "orders.yaml").write_text(f"name: {name}\n{job}")
+        assert run("sync").exit_code == 0
+        monkeypatch.setenv("COLUMNS", "100")
+        result = run("status", "--no-lag")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert all(len(line) <= 100 for line in lines), lines
+        assert name in lines
+        flat = "".join(line.strip() for line in lines)
+        assert code in flat
+        assert f"rowssent:{ROWS}" in flat.replace(" ", "")
+        monkeypatch.delenv("COLUMNS")
+        piped = run("status", "--no-lag").stdout.splitlines()
+        assert any(line.startswith(name) and code in line for line in piped), piped

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from akkiosync.emulator import Emulator, serve
 from akkiosync.source import engine_url
+from akkiosync.state import Store
 from tests.conftest import API_KEY, until
 
 
@@ -254,7 +255,8 @@ class TestDaemonProcess:
         assert daemon.logged("reloading job files (SIGHUP)")
 
     def test_sigterm_mid_sync(self, daemon: Daemon, table: tuple[sa.Engine, sa.Table]) -> None:
-        """SIGTERM while a long sync is in flight: exit 0, and nothing lost or doubled."""
+        """SIGTERM while a long sync is in flight: exit 0, the run recorded interrupted with
+        its rows, and nothing lost or doubled."""
         engine, t = table
         insert(engine, t, range(21, 20_001))
         daemon.write_job("orders", table=t.name, batch_size=100)
@@ -266,6 +268,9 @@ class TestDaemonProcess:
         partial = daemon.ids("Orders")
         assert 500 <= len(partial) < 20_000, "the run should have stopped early"
         assert daemon.logged("stops early: shutting down")
+        with Store.open(Path(daemon.env["AKKIOSYNC_STATE"])) as store:
+            cut = store.runs("orders")[0]
+        assert (cut.status, cut.rows_sent) == ("interrupted", len(partial))
 
         daemon.sync_to_the_end()
         landed = collections.Counter(daemon.ids("Orders"))

@@ -26,10 +26,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from akkiosync.akkio import AkkioClient
 from akkiosync.cli import cli
 from akkiosync.cursor import Cursor, encode_cursor
-from akkiosync.report import daemon_info, duration_text, follow_runs, parse_since
+from akkiosync.report import daemon_info, duration_text, follow_runs, parse_since, run_line
+from akkiosync.runner import Runner
 from akkiosync.state import RunRecord, RunStatus, Store
+from tests.conftest import make_job, no_sleep
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ORDERS_CURSOR = encode_cursor(Cursor("2026-03-01 12:00:00", (1,)))  # SQLite DATETIME: its text
@@ -56,17 +59,19 @@ def add_run(
     *,
     error: str | None = None,
     cursor_after: str | None = None,
+    rows: int = 3,
 ) -> int:
-    """Record a run that started at ``start`` and, unless running, ended 2 s later."""
+    """Record a run that started at ``start`` and, unless running, ended 2 s later having
+    sent ``rows`` rows."""
     run_id = store.start_run(job, None, start)
     if status != "running":
         store.finish_run(
             run_id,
             status=status,
             now=start + timedelta(seconds=2),
-            rows_read=3,
-            rows_sent=3,
-            batches=1,
+            rows_read=rows,
+            rows_sent=rows,
+            batches=1 if rows else 0,
             cursor_after=cursor_after,
             error=error,
         )
@@ -543,6 +548,66 @@ class TestLogs:
         assert "notes" in result.stderr
 
 
+class TestHistoryTruth:
+    """A run's record says what happened: rows so far while it runs, and a run the stop
+    signal cut short is ``interrupted``, which is no failure of the job."""
+
+    @pytest.fixture
+    def source(self, tmp_path: Path) -> str:
+        """A SQLite table of 10 orders: three batches of 4."""
+        url = f"sqlite:///{tmp_path / 'source.db'}"
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE orders (id INTEGER PRIMARY KEY, updated_at INT)"))
+            conn.execute(sa.text("INSERT INTO orders VALUES " + ", ".join(
+                f"({i}, {i})" for i in range(1, 11))))  # fmt: skip
+        engine.dispose()
+        return url
+
+    def test_running_run_shows_rows_so_far(
+        self, store: Store, client: AkkioClient, source: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After each committed batch the running run's record holds the rows sent so far,
+        and ``logs`` shows them."""
+        seen: list[str] = []
+        record = store.record_progress
+
+        def observe(run_id: int, **counts: Any) -> None:
+            record(run_id, **counts)
+            found = store.run(run_id)
+            assert found is not None
+            seen.append(run_line(found))
+
+        monkeypatch.setattr(store, "record_progress", observe)
+        result = Runner(store, client, sleep=no_sleep).run(make_job(source, "orders"))
+        assert (result.status, result.rows_sent) == ("success", 10)
+        assert [line.split(" orders ", 1)[1] for line in seen] == [
+            "running from cursor -, so far 4 rows in 1 batches (cursor (4, 4))",
+            "running from cursor -, so far 8 rows in 2 batches (cursor (8, 8))",
+            "running from cursor -, so far 10 rows in 3 batches (cursor (10, 10))",
+        ]
+        assert store.runs("orders")[0].status == "success"
+
+    def test_stopped_run_is_interrupted(
+        self, store: Store, client: AkkioClient, source: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The stop signal set during the first batch: the run ends after it, recorded as
+        interrupted with its rows, while its result is no failure (``sync`` exits 0)."""
+        stop = threading.Event()
+        record = store.record_progress
+
+        def stop_after(run_id: int, **counts: Any) -> None:
+            record(run_id, **counts)
+            stop.set()
+
+        monkeypatch.setattr(store, "record_progress", stop_after)
+        result = Runner(store, client, sleep=no_sleep, stop=stop).run(make_job(source, "orders"))
+        assert result.ok
+        found = store.runs("orders")[0]
+        assert (found.status, found.rows_sent, found.batches) == ("interrupted", 4, 1)
+        assert " orders interrupted 4 rows 1 batches " in run_line(found)
+
+
 class TestParseSince:
     """``--since`` takes a duration before now, or a date or time."""
 
@@ -772,20 +837,38 @@ class TestStoreRuns:
 
 class TestPruneRuns:
     """``prune_runs`` drops old finished runs and all but the newest N per job, never running
-    runs nor a job's newest run."""
+    runs, a job's newest run, nor its newest failed and newest non-empty run."""
 
     def test_by_age(self, store: Store) -> None:
-        """Finished runs started before the cutoff go; newer and running ones stay."""
+        """Finished runs started before the cutoff go; newer and running ones stay, and so
+        does the job's newest failed run."""
+        a0 = add_run(store, "a", T0 - timedelta(days=41), "failed", error="x")
         a1 = add_run(store, "a", T0 - timedelta(days=40))
-        a2 = add_run(store, "a", T0 - timedelta(days=35), "failed", error="x")
+        a2 = add_run(store, "a", T0 - timedelta(days=35), "failed", error="y")
         a3 = add_run(store, "a", T0 - timedelta(days=40), "running")
         a4 = add_run(store, "a", T0 - timedelta(days=1))
         b1 = add_run(store, "b", T0 - timedelta(days=31))
         b2 = add_run(store, "b", T0 - timedelta(days=29))
         deleted = store.prune_runs(older_than=T0 - timedelta(days=30), keep_per_job=1000)
         assert deleted == 3
-        assert sorted(ids(store.runs())) == [a3, a4, b2]
-        assert {a1, a2, b1}.isdisjoint(ids(store.runs()))
+        assert sorted(ids(store.runs())) == [a2, a3, a4, b2]
+        assert {a0, a1, b1}.isdisjoint(ids(store.runs()))
+
+    def test_backfill_outlives_idle_runs(self, store: Store) -> None:
+        """Idle runs do not push out the last run that sent rows, nor the last failure:
+        both stay however many empty runs followed and however old they are."""
+        backfill = add_run(store, "a", T0 - timedelta(days=90), rows=100_000)
+        failed = add_run(store, "a", T0 - timedelta(days=80), "failed", error="x", rows=0)
+        idle = [add_run(store, "a", T0 + timedelta(minutes=i), rows=0) for i in range(5)]
+        assert store.prune_runs(older_than=T0 - timedelta(days=30), keep_per_job=2) == 3
+        assert ids(store.runs("a")) == [idle[4], idle[3], failed, backfill]
+
+    def test_older_non_empty_runs_go(self, store: Store) -> None:
+        """Only the newest non-empty run is kept past the limits, not every one."""
+        sent = [add_run(store, "a", T0 - timedelta(days=90 - i)) for i in range(3)]
+        idle = add_run(store, "a", T0, rows=0)
+        assert store.prune_runs(older_than=T0 - timedelta(days=30), keep_per_job=1) == 2
+        assert ids(store.runs("a")) == [idle, sent[2]]
 
     def test_by_count(self, store: Store) -> None:
         """Per job, only the newest ``keep_per_job`` runs stay; other jobs keep theirs."""

@@ -227,6 +227,40 @@ class TestAdoptedMigration:
             assert store.job_state("ours").adopted is False
 
 
+class TestInterruptedMigration:
+    """Version 7 rebuilds ``runs`` so that a run may be ``interrupted``, keeping every run."""
+
+    def test_runs_survive_and_interrupted_is_accepted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A version 6 store with runs: after the upgrade they are all there, unchanged, new
+        ids stay above theirs, the index is back, and a run can end interrupted."""
+        path = tmp_path / "old.db"
+        monkeypatch.setattr(state_schema, "MIGRATIONS", state_schema.MIGRATIONS[:6])
+        with Store.open(path) as old:
+            first = old.start_run("orders", None, T0)
+            finish(old, first, rows_skipped=2)
+            second = old.start_run("orders", "[3]", T0)
+            finish(old, second, "failed", error="boom")
+            running = old.start_run("events", None, T0)
+            before = old.runs()
+            with pytest.raises(StateError, match="CHECK"):  # version 6 refuses the status
+                finish(old, running, "interrupted")
+        monkeypatch.undo()
+        with Store.open(path) as store:
+            assert store.runs() == before
+            finish(store, running, "interrupted")
+            found = store.run(running)
+            assert found is not None
+            assert found.status == "interrupted"
+            assert store.start_run("orders", None, T0) > running
+        indexes = sqlite_rows(path, "SELECT name FROM sqlite_master WHERE tbl_name = 'runs'")
+        assert ("ix_runs_job_id",) in indexes
+        assert sqlite_rows(path, "SELECT name FROM sqlite_master WHERE name = 'runs_v7'") == []
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            sqlite_rows(path, "UPDATE runs SET status = 'bogus'")
+
+
 class TestRebaseline:
     """Restarting the cursor keeps the dataset; accepting a count changes what is expected."""
 

@@ -3,7 +3,8 @@
 One URL whose fields pick the action, taken from the query string, a JSON or a form body (the
 body wins). The first rows fix a dataset's fields; every later row must carry the same keys; a
 request is all or nothing. With ``data_file``, every change is an fsync'd line of an append-only
-JSON-lines journal that is replayed on start.
+JSON-lines journal that is replayed on start; a file that is not one is refused, untouched. On a
+port, a request body over ``max_body`` bytes is answered 413 without being read.
 
 A ``FaultPlan`` injects failures into ``/v1`` requests so that clients can rehearse them: 429,
 500, 503, ``slow`` (the backend takes ``delay``; past the client's read timeout its rows land
@@ -21,11 +22,18 @@ server). Nothing here imports the rest of ``akkiosync``: it stays an independent
 
 from akkiosync.emulator._app import API_PREFIX, DEFAULT_API_KEY, Emulator
 from akkiosync.emulator._faults import FAULT_KINDS, FaultPlan
-from akkiosync.emulator._server import EmulatorServer, ListenError, serve, serve_forever
+from akkiosync.emulator._server import (
+    DEFAULT_MAX_BODY,
+    EmulatorServer,
+    ListenError,
+    serve,
+    serve_forever,
+)
 
 __all__ = [
     "API_PREFIX",
     "DEFAULT_API_KEY",
+    "DEFAULT_MAX_BODY",
     "FAULT_KINDS",
     "Emulator",
     "EmulatorServer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
@@ -17,14 +18,16 @@ from akkiosync.emulator._app import API_PREFIX, Emulator
 
 _log = logging.getLogger(__name__)
 _API_KEY_IN_TEXT = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
+DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes: a request body past it is refused unread
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a client's idle keep-alive connection must not block shutdown
 
-    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+    def __init__(self, address: tuple[str, int], emulator: Emulator, max_body: int) -> None:
         super().__init__(address, _Handler)
         self.emulator = emulator
+        self.max_body = max_body
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints tracebacks to stderr; route them through logging instead. A
@@ -39,10 +42,10 @@ class ListenError(OSError):
     """The emulator cannot listen where it was asked to; the message says what to do."""
 
 
-def _bind(host: str, port: int, emulator: Emulator) -> _Server:
+def _bind(host: str, port: int, emulator: Emulator, max_body: int) -> _Server:
     """The server listening on ``host:port``, or a ``ListenError`` saying what is in the way."""
     try:
-        return _Server((host, port), emulator)
+        return _Server((host, port), emulator, max_body)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ListenError(
@@ -69,9 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not length.isdigit() or "Transfer-Encoding" in self.headers:
             self.send_error(411, "send a Content-Length")  # chunked bodies are not supported
             return
+        server = cast(_Server, self.server)
+        if int(length) > server.max_body:  # refused unread: memory stays bounded
+            self._too_large(int(length), server.max_body)
+            return
         body = self.rfile.read(int(length))
         headers = {key: str(value) for key, value in self.headers.items()}
-        emulator = cast(_Server, self.server).emulator
+        emulator = server.emulator
         try:
             status, reply_headers, payload = emulator.handle(self.command, self.path, headers, body)
         except httpx.RemoteProtocolError:
@@ -87,6 +94,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
+    def _too_large(self, length: int, limit: int) -> None:
+        message = f"request body of {length} bytes is over the emulator's limit of {limit}"
+        payload = json.dumps({"status": "error", "message": message}).encode()
+        self.close_connection = True  # the unread body must not be taken for a next request
+        self.send_response(413)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The default logs the request line, whose query string may carry the api key.
         path = urlsplit(getattr(self, "path", "")).path  # unset when the request line was bad
@@ -99,9 +117,16 @@ class _Handler(BaseHTTPRequestHandler):
 class EmulatorServer:
     """A running loopback emulator: ``url`` is its API base. Close it, or use it with ``with``."""
 
-    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
         self.emulator = emulator
-        self._server = _bind(host, port, emulator)
+        self._server = _bind(host, port, emulator, max_body)
         self.url = f"http://{host}:{self._server.server_port}{API_PREFIX}"
         # A short poll interval makes close() quick: shutdown() waits for the loop to notice.
         serve_loop = functools.partial(self._server.serve_forever, poll_interval=0.05)
@@ -125,14 +150,19 @@ class EmulatorServer:
         self.close()
 
 
-def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> EmulatorServer:
-    """Serve `emulator` on a background thread; port 0 picks a free port."""
-    return EmulatorServer(emulator, host, port)
+def serve(
+    emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, max_body: int = DEFAULT_MAX_BODY
+) -> EmulatorServer:
+    """Serve `emulator` on a background thread; port 0 picks a free port; a request body over
+    ``max_body`` bytes is answered 413 without being read."""
+    return EmulatorServer(emulator, host, port, max_body=max_body)
 
 
-def serve_forever(emulator: Emulator, host: str, port: int) -> None:
+def serve_forever(
+    emulator: Emulator, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY
+) -> None:
     """Serve `emulator` in this thread until interrupted (the ``akkiosync emulator`` command)."""
-    with _bind(host, port, emulator) as server:
+    with _bind(host, port, emulator, max_body) as server:
         _log.info(
             "Akkio emulator on http://%s:%d%s (Ctrl-C to stop)",
             host,

@@ -17,6 +17,7 @@ _log = logging.getLogger(__name__)
 _ID_ALPHABET = string.ascii_letters + string.digits
 # A dash-shaped date first, so that a numeric string such as "20240101" stays a string.
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_OPS = ("create", "add", "delete")  # the journal's entries, as _apply knows them
 
 Row = dict[str, Any]
 Fields = list[tuple[str, str]]
@@ -118,6 +119,11 @@ class Store:
 
     def _replay(self, path: Path) -> None:
         data = path.read_bytes()
+        if data and not _looks_like_journal(data):  # replaying would cut it back to nothing
+            raise ValueError(
+                f"{path} is not an emulator journal (its first line is no journal entry); "
+                "left as it is: pass a new or empty file with --data"
+            )
         lines = data.split(b"\n")
         tail = lines.pop()  # the bytes after the last newline: b"" or a write cut short
         kept = 0
@@ -148,6 +154,18 @@ class Store:
             del self.datasets[entry["id"]]
         else:
             raise ValueError(f"unknown emulator journal entry {op!r}")
+
+
+def _looks_like_journal(data: bytes) -> bool:
+    """Whether the file's first line is a journal entry (or the first one, cut short)."""
+    first, _, rest = data.partition(b"\n")
+    if not rest.strip() and first.startswith(b'{"op":'):  # how _journal writes every entry
+        return True
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("op") in _OPS
 
 
 def _new_id() -> str:

@@ -13,19 +13,23 @@ from typing import Protocol
 
 from akkiosync.source._bounds import Bounds, Watermark, coerce
 from akkiosync.source._engine import engine_url, open_engine, source_error
+from akkiosync.source._outline import OutlineColumn, TableOutline, outline_table
 from akkiosync.source._query import query_warnings, split_table, wrappable
 from akkiosync.source._read import Batch, Source
 
 __all__ = [
     "Batch",
     "Bounds",
+    "OutlineColumn",
     "Source",
     "SourceSpec",
+    "TableOutline",
     "Watermark",
     "coerce",
     "engine_url",
     "make_source",
     "open_engine",
+    "outline_table",
     "query_warnings",
     "source_error",
     "split_table",

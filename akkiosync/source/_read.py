@@ -242,6 +242,44 @@ class Source:
         except SQLAlchemyError as exc:
             raise source_error(exc, "counting NULL watermarks and keys") from None
 
+    def rows_after(self, cursor: Cursor | None, limit: int) -> int | None:
+        """How many rows a read past ``cursor`` has to go, for progress: a count over the
+        cursor's index that stops past ``limit`` rows; past that, the table's row estimate for a
+        first read (PostgreSQL, MySQL), else None. ``limit`` 0: None, nothing is counted."""
+        if limit <= 0:
+            return None
+        statement = self.select(Bounds(after=cursor)).with_only_columns(sa.literal(1))
+        bounded = statement.order_by(None).limit(limit + 1).subquery("akkiosync_to_go")
+        try:
+            with self._engine.connect() as conn:
+                count = sa.select(sa.func.count()).select_from(bounded)
+                counted = int(conn.execute(count).scalar_one())
+                if counted <= limit:
+                    return counted
+                return self._row_estimate(conn) if cursor is None else None
+        except SQLAlchemyError as exc:
+            raise source_error(exc, "counting the rows to go") from None
+
+    def _row_estimate(self, conn: sa.Connection) -> int | None:
+        """The dialect's own estimate of the table's rows (statistics, no scan)."""
+        if self._table_name is None:
+            return None
+        schema, name = split_table(self._table_name)
+        dialect = self._engine.dialect
+        if dialect.name == "postgresql":
+            table = dialect.identifier_preparer.format_table(sa.table(name, schema=schema))
+            query = sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)")
+            estimate = conn.execute(query, {"t": table}).scalar()
+        elif dialect.name in ("mysql", "mariadb"):
+            query = sa.text(
+                "SELECT table_rows FROM information_schema.tables "
+                "WHERE table_schema = COALESCE(:s, DATABASE()) AND table_name = :t"
+            )
+            estimate = conn.execute(query, {"s": schema, "t": name}).scalar()
+        else:
+            return None
+        return int(estimate) if estimate is not None and estimate >= 0 else None
+
     def newest_watermark(self) -> Any:
         """The highest watermark in the source, as the cursor would read it (None: empty)."""
         source = self._prepare()

@@ -142,11 +142,27 @@ class RunHistory:
             rows = connection.execute(query).all()
         return [RunRecord(**row._mapping) for row in rows]
 
+    def record_progress(
+        self, run_id: int, *, rows_read: int, rows_sent: int, batches: int, cursor: str | None
+    ) -> None:
+        """Record a running run's counts and cursor so far (``logs`` shows them)."""
+        values = {
+            "rows_read": rows_read,
+            "rows_sent": rows_sent,
+            "batches": batches,
+            "cursor_after": cursor,
+        }
+        table = schema.runs
+        with self._transaction(write=True) as connection:
+            connection.execute(sa.update(table).where(table.c.id == run_id).values(values))
+
     def prune_runs(self, *, older_than: datetime, keep_per_job: int) -> int:
         """Delete the finished runs started before ``older_than`` and, per job, all but the
         newest ``keep_per_job`` runs; return how many were deleted. Running runs stay, and so
-        does each job's newest run: ``status`` shows it, and SQLite would give a deleted
-        highest id to the next run (``logs --follow`` tells new runs by a higher id)."""
+        do each job's newest run (``status`` shows it, and SQLite would give a deleted highest
+        id to the next run: ``logs --follow`` tells new runs by a higher id), its newest run
+        that sent rows (the last backfill's record, not pushed out by idle runs) and its
+        newest failed run, however old."""
         if keep_per_job < 1:
             raise ValueError(f"keep_per_job must be at least 1, not {keep_per_job}")
         table = schema.runs
@@ -154,21 +170,21 @@ class RunHistory:
         with self._transaction(write=True) as connection:
             jobs = connection.execute(sa.select(table.c.job).distinct()).scalars().all()
             for job in jobs:
-                kept = (
-                    connection.execute(
-                        sa.select(table.c.id)
-                        .where(table.c.job == job)
-                        .order_by(table.c.id.desc())
-                        .limit(keep_per_job)
-                    )
-                    .scalars()
-                    .all()
-                )
+                newest = sa.select(table.c.id).where(table.c.job == job).order_by(table.c.id.desc())
+                kept = connection.execute(newest.limit(keep_per_job)).scalars().all()
+                lasting = {kept[0]}
+                for which in (table.c.rows_sent > 0, table.c.status == "failed"):
+                    found = connection.execute(newest.where(which).limit(1)).scalar()
+                    if found is not None:
+                        lasting.add(found)
                 old = table.c.started_at < schema.utc(older_than)
                 if len(kept) == keep_per_job:
                     old = sa.or_(old, table.c.id < kept[-1])
                 prunable = sa.and_(
-                    table.c.job == job, table.c.status != "running", table.c.id < kept[0], old
+                    table.c.job == job,
+                    table.c.status != "running",
+                    table.c.id.not_in(lasting),
+                    old,
                 )
                 deleted += connection.execute(sa.delete(table).where(prunable)).rowcount
         return deleted

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-RunStatus = Literal["running", "success", "failed"]
+RunStatus = Literal["running", "success", "failed", "interrupted"]
 RefreshPhase = Literal["creating", "filling", "deleting"]
 
 

@@ -184,6 +184,44 @@ def _create_v6(connection: sa.Connection) -> None:
     connection.execute(sa.text("UPDATE jobs SET adopted = 1 WHERE rows_at_pin > 0"))
 
 
+def _define_v7(metadata: sa.MetaData, name: str) -> sa.Table:
+    """Version 7: ``runs`` (named ``name``) as version 3 left it, whose status may also be
+    'interrupted': a run cut short by the stop signal. Frozen like the others."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+        sa.Column("job", sa.String(255), nullable=False),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("ended_at", Timestamp),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("rows_read", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("rows_sent", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("batches", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("cursor_before", sa.Text),
+        sa.Column("cursor_after", sa.Text),
+        sa.Column("error", sa.Text),
+        sa.Column("rows_skipped", sa.BigInteger, nullable=False, server_default="0"),
+        sa.CheckConstraint(
+            "status IN ('running', 'success', 'failed', 'interrupted')", name="ck_runs_status"
+        ),
+    )
+
+
+def _create_v7(connection: sa.Connection) -> None:
+    # SQLite cannot alter a CHECK constraint: build the new table, copy the rows (ids kept:
+    # ``logs --follow`` and the alerts order runs by id), drop the old one, take its name.
+    metadata = sa.MetaData()
+    new = _define_v7(metadata, "runs_v7")
+    new.create(connection)
+    names = [column.name for column in new.columns]
+    old = sa.table("runs", *map(sa.column, names))
+    connection.execute(sa.insert(new).from_select(names, sa.select(old)))
+    connection.execute(sa.text("DROP TABLE runs"))  # and its index
+    connection.execute(sa.text("ALTER TABLE runs_v7 RENAME TO runs"))
+    connection.execute(sa.text("CREATE INDEX ix_runs_job_id ON runs (job, id)"))
+
+
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v1,
     _create_v2,
@@ -191,6 +229,7 @@ MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v4,
     _create_v5,
     _create_v6,
+    _create_v7,
 )
 
 metadata = sa.MetaData()
@@ -200,11 +239,12 @@ meta = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
-jobs, runs = _define_v1(metadata)
+# Version 7 rebuilt version 1's runs: only its jobs is the current shape (queries need no
+# shared MetaData; migrations create the tables).
+jobs, _ = _define_v1(sa.MetaData())
 jobs.append_column(sa.Column("rows_at_pin", sa.BigInteger, nullable=False, server_default="0"))
 intents, creations = _define_v2(metadata)
 intents.append_column(sa.Column("ledger_json", sa.Text))
-runs.append_column(sa.Column("rows_skipped", sa.BigInteger, nullable=False, server_default="0"))
 ledger = _define_v3(metadata)
 jobs.append_column(sa.Column("cursor_columns_json", sa.Text))
 jobs.append_column(sa.Column("new_dataset_ok", sa.Integer, nullable=False, server_default="0"))
@@ -212,3 +252,4 @@ refreshes = _define_v5(metadata)
 jobs.append_column(sa.Column("replaced_at", Timestamp))
 jobs.append_column(sa.Column("type_warnings_json", sa.Text))
 jobs.append_column(sa.Column("adopted", sa.Integer, nullable=False, server_default="0"))
+runs = _define_v7(metadata, "runs")

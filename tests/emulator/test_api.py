@@ -550,7 +550,8 @@ class TestPersistence:
     def test_corruption_before_the_last_line_is_an_error(self, tmp_path: Path) -> None:
         """A bad line followed by good ones is corruption, not a crash, and is refused."""
         journal = tmp_path / "emulator.jsonl"
-        journal.write_bytes(b'garbage\n{"op":"create","id":"abc","name":"n"}\n')
+        entry = b'{"op":"create","id":"abc","name":"n"}\n'
+        journal.write_bytes(entry + b"garbage\n" + entry)
         with pytest.raises(ValueError, match="corrupt emulator journal"):
             Emulator(data_file=journal)
 
