@@ -133,7 +133,7 @@ class App:
             ),
             stop=stop,
             on_retry=_retry_counter(metrics),
-            measure_lag=metrics is not None,
+            measure_lag=True,  # the run's end line and status carry it; one indexed MAX()
             progress=Hooks(hooks) if hooks else None,
             count_limit=settings.akkiosync_progress_count_limit,
         )

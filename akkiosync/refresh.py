@@ -179,6 +179,13 @@ class Refresher:
             cursor_json = after
             progress.rows_sent += len(records)
             progress.batches += 1
+            self._store.record_progress(  # `logs` shows a running run's rows so far
+                run_id,
+                rows_read=progress.rows_read,
+                rows_sent=progress.rows_sent,
+                batches=progress.batches,
+                cursor=after,
+            )
             logger.info(
                 "refresh batch %d: %d rows sent (cursor %s)",
                 progress.batches, len(records), batch.cursor.describe(),

@@ -25,10 +25,11 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from akkiosync.emulator import Emulator, serve
+from akkiosync.emulator import Emulator, FaultPlan, serve
 from akkiosync.source import engine_url
 from akkiosync.state import Store
 from tests.conftest import API_KEY, until
+from tests.test_lock_races import Gate
 
 
 def free_port() -> int:
@@ -362,3 +363,33 @@ class TestDaemonAlerts:
         assert calls[0]["text"].startswith("akkiosync: job orders is failing:")
         assert calls[1]["text"].startswith("akkiosync: job orders recovered")
         assert "secret-token" not in daemon.log.read_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+class TestMetricsMidRun:
+    """A live daemon's metrics move with every committed batch, not at the end of the run."""
+
+    def test_scraped_while_a_batch_is_held(
+        self, tmp_path: Path, postgres_url: str, table: tuple[sa.Engine, sa.Table]
+    ) -> None:
+        """Two batches of five landed and the third held by the emulator: /metrics already
+        counts ten rows and two batches, with ten rows to go; then the run completes."""
+        gate = Gate(passed=2)
+        plan = FaultPlan(rates={"slow": 1.0}, only="add", delay=0.0)
+        emulator = Emulator(api_key=API_KEY, faults=plan, sleep=gate)
+        with serve(emulator) as server:
+            daemon = Daemon(tmp_path, emulator, server.url, postgres_url)
+            daemon.write_job("orders", table=table[1].name, batch_size=5)
+            try:
+                daemon.start()
+                until("the third batch held", lambda: gate.waiting == 1)
+                assert len(daemon.ids("Orders")) == 10
+                rows = daemon.metric("akkiosync_rows_sent_total", job="orders")
+                assert (rows, daemon.metric("akkiosync_batches_total", job="orders")) == (10, 2)
+                assert daemon.metric("akkiosync_rows_to_go", job="orders") == 10
+                gate.open()
+                until("the rest", lambda: len(daemon.ids("Orders")) == 20)
+            finally:
+                gate.open()
+                daemon.stop()

@@ -564,11 +564,17 @@ class TestHistoryTruth:
         engine.dispose()
         return url
 
+    @pytest.mark.parametrize("mode", ["append", "replace"])
     def test_running_run_shows_rows_so_far(
-        self, store: Store, client: AkkioClient, source: str, monkeypatch: pytest.MonkeyPatch
+        self,
+        store: Store,
+        client: AkkioClient,
+        source: str,
+        monkeypatch: pytest.MonkeyPatch,
+        mode: str,
     ) -> None:
         """After each committed batch the running run's record holds the rows sent so far,
-        and ``logs`` shows them."""
+        and ``logs`` shows them, in either mode."""
         seen: list[str] = []
         record = store.record_progress
 
@@ -579,7 +585,8 @@ class TestHistoryTruth:
             seen.append(run_line(found))
 
         monkeypatch.setattr(store, "record_progress", observe)
-        result = Runner(store, client, sleep=no_sleep).run(make_job(source, "orders"))
+        job = make_job(source, "orders", mode=mode)
+        result = Runner(store, client, sleep=no_sleep).run(job)
         assert (result.status, result.rows_sent) == ("success", 10)
         assert [line.split(" orders ", 1)[1] for line in seen] == [
             "running from cursor -, so far 4 rows in 1 batches (cursor (4, 4))",
