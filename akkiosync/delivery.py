@@ -29,7 +29,7 @@ from typing import Literal
 from akkiosync.akkio import AkkioClient
 from akkiosync.errors import AkkioError, AkkioSyncError, DeliveryMismatchError
 from akkiosync.pacing import RetryPolicy
-from akkiosync.state import Intent, Store
+from akkiosync.state import Intent, RunCounts, Store
 
 logger = logging.getLogger(__name__)
 OnMismatch = Literal["fail", "resend"]
@@ -58,9 +58,11 @@ class ReconcilePolicy:
     max_wait: float = 5.0
 
 
-def commit_landed(store: Store, intent: Intent, now: dt.datetime) -> None:
+def commit_landed(
+    store: Store, intent: Intent, now: dt.datetime, run: RunCounts | None = None
+) -> None:
     """Commit the append batch of ``intent``, known to have landed: its cursor, counters and
-    (lookback jobs) ledger entries, clearing the intent."""
+    (lookback jobs) ledger entries, clearing the intent; with the sending ``run``'s counts."""
     extra = json.loads(intent.ledger_json) if intent.ledger_json else {}
     store.commit_batch(
         intent.job,
@@ -69,6 +71,7 @@ def commit_landed(store: Store, intent: Intent, now: dt.datetime) -> None:
         now,
         ledger=[(entry, wm_order) for entry, wm_order in extra.get("entries", [])],
         prune_below=extra.get("prune_below"),
+        run=run,
     )
 
 
@@ -163,9 +166,10 @@ class Delivery:
         *,
         ledger: Sequence[tuple[str, float]] = (),
         prune_below: float | None = None,
+        run: RunCounts | None = None,
     ) -> None:
         """Deliver one batch exactly once and commit its cursor (and, for lookback jobs, its
-        ledger entries), or raise."""
+        ledger entries; ``run``: the sending run's counts once it is committed), or raise."""
         extra = {"entries": list(ledger), "prune_below": prune_below}
         intent = Intent(
             job=self._job,
@@ -217,14 +221,14 @@ class Delivery:
                 self._pause(delay, f"the batch of {intent.rows} rows is settled by the next run")
             else:
                 break
-        self._commit(intent)
+        self._commit(intent, run)
         self.rows_before = intent.rows_before + intent.rows
 
-    def _commit(self, intent: Intent) -> None:
+    def _commit(self, intent: Intent, run: RunCounts | None = None) -> None:
         if self._refresh:
-            self._store.commit_refresh_batch(self._job, intent.cursor_after, intent.rows)
+            self._store.commit_refresh_batch(self._job, intent.cursor_after, intent.rows, run=run)
             return
-        commit_landed(self._store, intent, self._clock())
+        commit_landed(self._store, intent, self._clock(), run)
 
     def _pause(self, seconds: float, then: str) -> None:
         """Sleep, unless the daemon is shutting down: a landing grace can outlast its patience,

@@ -34,7 +34,7 @@ from akkiosync.inferred import check_inferred_types
 from akkiosync.mapping import Schema, SourceColumn
 from akkiosync.readplan import ReadPlan
 from akkiosync.source import Source
-from akkiosync.state import Refresh, Store
+from akkiosync.state import Refresh, RunCounts, Store
 
 logger = logging.getLogger(__name__)
 _MIN_PAUSE = 0.01  # seconds: looking for a lost creation never becomes a busy loop
@@ -50,6 +50,9 @@ class Progress(Protocol):
     batches: int
     dataset_id: str | None
     nulled: dict[str, int]  # values sent as null under on_bad_value: null, by column
+
+    def counts(self, run_id: int, rows: int) -> RunCounts:
+        """The run's figures once a batch of ``rows`` more is committed."""
 
 
 class Refresher:
@@ -175,17 +178,10 @@ class Refresher:
             progress.rows_read += batch.read
             records = mapper.records(batch.rows)
             after = encode_cursor(batch.cursor)
-            delivery.send(records, cursor_json, after)
+            delivery.send(records, cursor_json, after, run=progress.counts(run_id, len(records)))
             cursor_json = after
             progress.rows_sent += len(records)
             progress.batches += 1
-            self._store.record_progress(  # `logs` shows a running run's rows so far
-                run_id,
-                rows_read=progress.rows_read,
-                rows_sent=progress.rows_sent,
-                batches=progress.batches,
-                cursor=after,
-            )
             logger.info(
                 "refresh batch %d: %d rows sent (cursor %s)",
                 progress.batches, len(records), batch.cursor.describe(),

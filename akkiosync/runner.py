@@ -35,7 +35,7 @@ from akkiosync.redact import redact
 from akkiosync.refresh import Refresher
 from akkiosync.results import Clock, RunResult, utc_now
 from akkiosync.source import Source, make_source
-from akkiosync.state import Store
+from akkiosync.state import RunCounts, Store
 
 logger = logging.getLogger(__name__)
 SOURCE_ATTEMPTS = 3  # reopen a dropped source connection this many times per run
@@ -53,6 +53,10 @@ class _Progress:
     nulled: dict[str, int] = dataclasses.field(default_factory=dict)  # on_bad_value: null
     to_go: int | None = None  # rows past the checkpoint when the read started (progress)
     newest: Any = None  # the source's newest watermark then (the lag after each batch)
+
+    def counts(self, run_id: int, rows: int) -> RunCounts:
+        """The run's figures once a batch of ``rows`` more is committed."""
+        return RunCounts(run_id, self.rows_read, self.rows_sent + rows, self.batches + 1)
 
 
 class Runner:
@@ -322,17 +326,11 @@ class Runner:
                 cursor_json,
                 ledger=step.entries,
                 prune_below=step.prune_below,
+                run=progress.counts(run_id, len(records)),  # `logs` shows a running run's
             )
             progress.cursor_json = cursor_json
             progress.rows_sent += len(records)
             progress.batches += 1
-            self._store.record_progress(  # `logs` shows a running run's rows so far
-                run_id,
-                rows_read=progress.rows_read,
-                rows_sent=progress.rows_sent,
-                batches=progress.batches,
-                cursor=cursor_json,
-            )
             if self._progress is not None:
                 self._progress.sent(_sent(job.name, len(records), progress, after))
             logger.info(

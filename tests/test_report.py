@@ -548,6 +548,19 @@ class TestLogs:
         assert "notes" in result.stderr
 
 
+def after_commits(store: Store, monkeypatch: pytest.MonkeyPatch, then: Callable[..., None]) -> None:
+    """Call ``then(**arguments)`` after each batch commit that carries a run's counts."""
+    for name in ("commit_batch", "commit_refresh_batch"):
+        commit = getattr(store, name)
+
+        def wrapped(*args: Any, _commit: Any = commit, **kwargs: Any) -> None:
+            _commit(*args, **kwargs)
+            if kwargs.get("run") is not None:
+                then(run=kwargs["run"])
+
+        monkeypatch.setattr(store, name, wrapped)
+
+
 class TestHistoryTruth:
     """A run's record says what happened: rows so far while it runs, and a run the stop
     signal cut short is ``interrupted``, which is no failure of the job."""
@@ -576,15 +589,13 @@ class TestHistoryTruth:
         """After each committed batch the running run's record holds the rows sent so far,
         and ``logs`` shows them, in either mode."""
         seen: list[str] = []
-        record = store.record_progress
 
-        def observe(run_id: int, **counts: Any) -> None:
-            record(run_id, **counts)
-            found = store.run(run_id)
+        def observe(**counts: Any) -> None:
+            found = store.run(counts["run"].run_id)
             assert found is not None
             seen.append(run_line(found))
 
-        monkeypatch.setattr(store, "record_progress", observe)
+        after_commits(store, monkeypatch, observe)
         job = make_job(source, "orders", mode=mode)
         result = Runner(store, client, sleep=no_sleep).run(job)
         assert (result.status, result.rows_sent) == ("success", 10)
@@ -601,13 +612,7 @@ class TestHistoryTruth:
         """The stop signal set during the first batch: the run ends after it, recorded as
         interrupted with its rows, while its result is no failure (``sync`` exits 0)."""
         stop = threading.Event()
-        record = store.record_progress
-
-        def stop_after(run_id: int, **counts: Any) -> None:
-            record(run_id, **counts)
-            stop.set()
-
-        monkeypatch.setattr(store, "record_progress", stop_after)
+        after_commits(store, monkeypatch, lambda **_: stop.set())
         result = Runner(store, client, sleep=no_sleep, stop=stop).run(make_job(source, "orders"))
         assert result.ok
         found = store.runs("orders")[0]

@@ -10,6 +10,7 @@ from akkiosync.state._records import (
     JobState,
     Refresh,
     RefreshPhase,
+    RunCounts,
     RunRecord,
     RunStatus,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "JobState",
     "Refresh",
     "RefreshPhase",
+    "RunCounts",
     "RunRecord",
     "RunStatus",
     "Store",

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
 from akkiosync.state import _schema as schema
-from akkiosync.state._records import RunRecord, RunStatus
+from akkiosync.state._records import RunCounts, RunRecord, RunStatus
 
 
 class RunHistory:
@@ -142,20 +142,6 @@ class RunHistory:
             rows = connection.execute(query).all()
         return [RunRecord(**row._mapping) for row in rows]
 
-    def record_progress(
-        self, run_id: int, *, rows_read: int, rows_sent: int, batches: int, cursor: str | None
-    ) -> None:
-        """Record a running run's counts and cursor so far (``logs`` shows them)."""
-        values = {
-            "rows_read": rows_read,
-            "rows_sent": rows_sent,
-            "batches": batches,
-            "cursor_after": cursor,
-        }
-        table = schema.runs
-        with self._transaction(write=True) as connection:
-            connection.execute(sa.update(table).where(table.c.id == run_id).values(values))
-
     def prune_runs(self, *, older_than: datetime, keep_per_job: int) -> int:
         """Delete the finished runs started before ``older_than`` and, per job, all but the
         newest ``keep_per_job`` runs; return how many were deleted. Running runs stay, and so
@@ -188,3 +174,15 @@ class RunHistory:
                 )
                 deleted += connection.execute(sa.delete(table).where(prunable)).rowcount
         return deleted
+
+
+def write_run_counts(connection: sa.Connection, run: RunCounts, cursor: str | None) -> None:
+    """Inside a batch's commit: the running run's counts and cursor so far."""
+    values = {
+        "rows_read": run.rows_read,
+        "rows_sent": run.rows_sent,
+        "batches": run.batches,
+        "cursor_after": cursor,
+    }
+    table = schema.runs
+    connection.execute(sa.update(table).where(table.c.id == run.run_id).values(values))

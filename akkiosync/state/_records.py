@@ -35,6 +35,17 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True)
+class RunCounts:
+    """A running run's figures after a batch, written with the batch's commit (``logs``
+    shows them while it runs)."""
+
+    run_id: int
+    rows_read: int
+    rows_sent: int
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
 class Intent:
     """A batch about to be sent: enough to decide after a crash whether it landed."""
 

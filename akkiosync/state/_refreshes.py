@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from akkiosync.errors import StateError
 from akkiosync.state import _schema as schema
-from akkiosync.state._history import RunHistory
-from akkiosync.state._records import Refresh
+from akkiosync.state._history import RunHistory, write_run_counts
+from akkiosync.state._records import Refresh, RunCounts
 
 
 class Refreshes(RunHistory):
@@ -73,9 +73,12 @@ class Refreshes(RunHistory):
             )
             connection.execute(sa.delete(schema.creations).where(schema.creations.c.job == job))
 
-    def commit_refresh_batch(self, job: str, cursor_json: str, rows: int) -> None:
-        """One transaction: the refresh's cursor and rows_sent += rows, and the job's intent
-        cleared (what ``commit_batch`` does for the job's own dataset)."""
+    def commit_refresh_batch(
+        self, job: str, cursor_json: str, rows: int, *, run: RunCounts | None = None
+    ) -> None:
+        """One transaction: the refresh's cursor and rows_sent += rows, the job's intent
+        cleared and the running ``run``'s counts written (what ``commit_batch`` does for the
+        job's own dataset)."""
         if rows < 0:
             raise ValueError(f"a batch cannot have {rows} rows")
         table = schema.refreshes
@@ -88,6 +91,8 @@ class Refreshes(RunHistory):
             if updated.rowcount != 1:  # a batch of no refresh: a bug, never a guess
                 raise StateError(f"job {job} has no refresh being filled to commit a batch to")
             connection.execute(sa.delete(schema.intents).where(schema.intents.c.job == job))
+            if run is not None:
+                write_run_counts(connection, run, cursor_json)
 
     def switch_refresh(
         self,

@@ -22,7 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from akkiosync.errors import StateError
 from akkiosync.redact import redact
 from akkiosync.state import _schema as schema
-from akkiosync.state._records import Creation, Intent, JobState
+from akkiosync.state._history import write_run_counts
+from akkiosync.state._records import Creation, Intent, JobState, RunCounts
 from akkiosync.state._refreshes import Refreshes
 
 _PRAGMAS = (
@@ -159,10 +160,11 @@ class Store(Refreshes):
         *,
         ledger: Sequence[tuple[str, float]] = (),
         prune_below: float | None = None,
+        run: RunCounts | None = None,
     ) -> None:
         """One transaction: set the cursor, rows_sent += rows, batches_sent += 1, clear the
-        job's intent, record the batch's ``ledger`` entries (lookback jobs) and drop the
-        entries ordered below ``prune_below``."""
+        job's intent, record the batch's ``ledger`` entries (lookback jobs), drop the entries
+        ordered below ``prune_below``, and write the running ``run``'s counts so far."""
         if rows < 0:
             raise ValueError(f"a batch cannot have {rows} rows")
         values = {"cursor_json": cursor_json, "updated_at": schema.utc(now)}
@@ -184,6 +186,8 @@ class Store(Refreshes):
                     sa.insert(table),
                     [{"job": job, "entry": e, "wm_order": o} for e, o in ledger],
                 )
+            if run is not None:
+                write_run_counts(connection, run, cursor_json)
 
     def ledger_entries(self, job: str, since: float | None = None) -> set[str]:
         """The job's ledger: rows sent whose watermark is ordered at or after ``since``."""
