@@ -148,14 +148,10 @@ class Delivery:
         has passed (Akkio may count lazily); then a difference raises ``DeliveryMismatchError``
         (or, with ``on_mismatch: resend``, is logged)."""
         expected = self._expected()
-        count = self._count()
-        waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
-        while count < expected and waited < self._policy.grace:  # lazy counts only lag
-            pause = min(pause, self._policy.grace - waited)
-            self._pause(pause, "before its count could be verified; the next run verifies it")
-            waited += pause
-            pause = min(pause * 2, self._policy.max_wait)
-            count = self._count()
+        count = self._watch(
+            lambda count: count < expected,  # lazy counts only lag
+            "before its count could be verified; the next run verifies it",
+        )
         self._check(count, "after this run's last batch")
 
     def send(
@@ -230,6 +226,47 @@ class Delivery:
             return
         commit_landed(self._store, intent, self._clock(), run)
 
+    def _watch(
+        self,
+        still: Callable[[int], bool],
+        then: str,
+        *,
+        since: dt.datetime | None = None,
+        first_wait: Callable[[int, float], None] | None = None,
+    ) -> int:
+        """Read the dataset's row count until ``still(count)`` no longer holds or the landing
+        grace, counted from ``since`` (else from now), is over; pauses doubling. ``then``: what
+        happens to the batch if the daemon stops meanwhile."""
+        waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
+        count = self._count()
+        while still(count):
+            # Time passes at least as fast as this loop sleeps, whatever the clock says.
+            elapsed = waited
+            if since is not None:
+                elapsed = max((self._clock() - since).total_seconds(), waited)
+            left = self._policy.grace - elapsed
+            if left <= 0:
+                break
+            if not waited and first_wait is not None:
+                first_wait(count, left)
+            pause = min(pause, left)
+            self._pause(pause, then)
+            waited += pause
+            pause = min(pause * 2, self._policy.max_wait)
+            count = self._count()
+        return count
+
+    def _log_settling(self, count: int, left: float) -> None:
+        logger.info(
+            "dataset %s still has %d rows: watching it for up to %.1fs more "
+            "(the landing grace) before taking the batch as not landed",
+            self._dataset_id, count, left,
+            extra={
+                "event": "count_settling", "rows_total": count, "seconds": round(left, 3),
+                "dataset_id": self._dataset_id,
+            },
+        )  # fmt: skip
+
     def _pause(self, seconds: float, then: str) -> None:
         """Sleep, unless the daemon is shutting down: a landing grace can outlast its patience,
         and the intent left behind lets the next run settle the batch exactly."""
@@ -282,31 +319,19 @@ class Delivery:
         ``before`` for the whole landing grace after ``sent_at``; applies the mismatch policy.
         ``wait=False`` reads once and answers ``UNSETTLED`` for ``before``."""
         before, after = intent.rows_before, intent.rows_before + intent.rows
-        waited, pause = 0.0, max(self._policy.wait, _MIN_PAUSE)
-        count = self._count()
-        if count == before and not wait:
-            return Outcome.UNSETTLED, count
-        while count == before:
-            # Time passes at least as fast as this loop sleeps, whatever the clock says.
-            elapsed = max((self._clock() - sent_at).total_seconds(), waited)
-            if elapsed >= self._policy.grace:
-                return Outcome.NOT_LANDED, count
-            if not waited:
-                logger.info(
-                    "dataset %s still has %d rows: watching it for up to %.1fs more "
-                    "(the landing grace) before taking the batch as not landed",
-                    self._dataset_id, count, self._policy.grace - elapsed,
-                    extra={
-                        "event": "count_settling", "rows_total": count,
-                        "seconds": round(self._policy.grace - elapsed, 3),
-                        "dataset_id": self._dataset_id,
-                    },
-                )  # fmt: skip
-            pause = min(pause, self._policy.grace - elapsed)
-            self._pause(pause, f"the batch of {intent.rows} rows is settled by the next run")
-            waited += pause
-            pause = min(pause * 2, self._policy.max_wait)
+        if not wait:
             count = self._count()
+            if count == before:
+                return Outcome.UNSETTLED, count
+        else:
+            count = self._watch(
+                lambda count: count == before,
+                f"the batch of {intent.rows} rows is settled by the next run",
+                since=sent_at,
+                first_wait=self._log_settling,
+            )
+            if count == before:  # for the whole grace
+                return Outcome.NOT_LANDED, count
         if count == after:
             return Outcome.LANDED, count
         message = (
