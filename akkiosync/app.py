@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import httpx
 
 from akkiosync.akkio import AkkioClient
@@ -208,6 +209,10 @@ class App:
 
 def _warn_on_stderr(line: str) -> None:
     print(f"warning: {redact(line)}", file=sys.stderr)
+
+
+# What each command module uses to receive the App the ``cli`` group made.
+pass_app = click.make_pass_decorator(App)
 
 
 def _retry_counter(metrics: Metrics | None) -> Callable[[], None] | None:

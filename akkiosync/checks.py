@@ -14,7 +14,7 @@ import httpx
 
 from akkiosync.adopt import describe, mapping_lines, mapping_report
 from akkiosync.akkio import AkkioClient
-from akkiosync.app import App
+from akkiosync.app import App, pass_app
 from akkiosync.config import Job
 from akkiosync.dataset import planned_schema, schema_drift
 from akkiosync.errors import (
@@ -30,8 +30,6 @@ from akkiosync.pacing import RetryPolicy
 from akkiosync.preview import preview
 from akkiosync.redact import redact
 from akkiosync.source import Bounds, engine_url, make_source, query_warnings, split_table
-
-pass_app = click.make_pass_decorator(App)
 
 
 @click.command()

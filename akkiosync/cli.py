@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from akkiosync import emulator as emulator_module
-from akkiosync.app import App
+from akkiosync.app import App, pass_app
 from akkiosync.checks import list_command, preview_command, validate
 from akkiosync.config import Settings
 from akkiosync.demo import run_demo
@@ -112,9 +112,6 @@ def cli(
         log_format or (settings.akkiosync_log_format if settings else "auto"),
     )
     ctx.obj = app
-
-
-pass_app = click.make_pass_decorator(App)
 
 
 @cli.command()

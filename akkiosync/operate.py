@@ -14,13 +14,12 @@ from collections.abc import Callable
 import click
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.app import App
+from akkiosync.app import App, pass_app
 from akkiosync.delivery import commit_landed
 from akkiosync.errors import AkkioSyncError, DatasetNotFoundError
 from akkiosync.results import utc_now
 from akkiosync.state import Creation, Refresh, Store
 
-pass_app = click.make_pass_decorator(App)
 _WAIT = click.option(
     "--wait",
     default=0.0,

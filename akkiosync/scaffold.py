@@ -11,12 +11,10 @@ import re
 
 import click
 
-from akkiosync.app import App
+from akkiosync.app import App, pass_app
 from akkiosync.checks import validate
 from akkiosync.errors import ConfigError
 from akkiosync.source import TableOutline, outline_table, split_table
-
-pass_app = click.make_pass_decorator(App)
 
 # Names that say "when this row last changed", most telling first.
 WATERMARK_NAMES = (
