@@ -83,19 +83,26 @@ def existing_dataset(job: Job, client: AkkioClient) -> DatasetInfo | None:
     return client.get_dataset(ids[0])
 
 
-def adopted_schema(job: Job, columns: Sequence[SourceColumn], info: DatasetInfo) -> Adoption:
-    """Match the source columns to the dataset's fields (see the module); ``SchemaError`` when
-    a field has no column or a match is ambiguous. A dataset without fields yet is planned
-    from the source, as a new one would be."""
+def planned_schema(job: Job, columns: Sequence[SourceColumn]) -> Schema:
+    """The schema a new dataset of this job would get."""
     spec = job.columns
-    planned = plan_schema(
+    return plan_schema(
         columns,
         include=spec.include,
         exclude=spec.exclude,
         rename=spec.rename,
         types=spec.types,
         synced_at=spec.synced_at,
-    )  # as a new dataset's; it also checks that the columns options name real columns
+    )
+
+
+def adopted_schema(job: Job, columns: Sequence[SourceColumn], info: DatasetInfo) -> Adoption:
+    """Match the source columns to the dataset's fields (see the module); ``SchemaError`` when
+    a field has no column or a match is ambiguous. A dataset without fields yet is planned
+    from the source, as a new one would be."""
+    spec = job.columns
+    # As a new dataset's; it also checks that the columns options name real columns.
+    planned = planned_schema(job, columns)
     if not info.fields:
         return Adoption(info, planned)
     where = f"dataset {info.name} ({info.id})"

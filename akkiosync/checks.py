@@ -12,11 +12,11 @@ from contextlib import ExitStack, suppress
 import click
 import httpx
 
-from akkiosync.adopt import describe, mapping_lines, mapping_report
+from akkiosync.adopt import describe, mapping_lines, mapping_report, planned_schema
 from akkiosync.akkio import AkkioClient
 from akkiosync.app import App, pass_app
 from akkiosync.config import Job
-from akkiosync.dataset import planned_schema, schema_drift
+from akkiosync.dataset import schema_drift
 from akkiosync.errors import (
     AkkioAuthError,
     AkkioError,

@@ -23,6 +23,7 @@ from akkiosync.adopt import (
     existing_dataset,
     mapping_lines,
     normalised,
+    planned_schema,
 )
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import ColumnsSpec, Job
@@ -31,23 +32,10 @@ from akkiosync.errors import (
     DatasetNotFoundError,
     DeliveryMismatchError,
 )
-from akkiosync.mapping import SYNCED_AT, Schema, SourceColumn, plan_schema
+from akkiosync.mapping import SYNCED_AT, Schema, SourceColumn
 from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
-
-
-def planned_schema(job: Job, columns: Sequence[SourceColumn]) -> Schema:
-    """The schema a new dataset of this job would get."""
-    spec = job.columns
-    return plan_schema(
-        columns,
-        include=spec.include,
-        exclude=spec.exclude,
-        rename=spec.rename,
-        types=spec.types,
-        synced_at=spec.synced_at,
-    )
 
 
 @dataclass(frozen=True, slots=True)

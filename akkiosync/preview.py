@@ -6,11 +6,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from akkiosync.adopt import adopted_schema, existing_dataset
+from akkiosync.adopt import adopted_schema, existing_dataset, planned_schema
 from akkiosync.akkio import AkkioClient, DatasetInfo
 from akkiosync.config import Job
 from akkiosync.cursor import Cursor, decode_cursor
-from akkiosync.dataset import planned_schema
 from akkiosync.mapping import Schema, new_columns
 from akkiosync.readplan import ReadPlan
 from akkiosync.results import Clock, utc_now

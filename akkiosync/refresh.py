@@ -17,10 +17,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from akkiosync.adopt import planned_schema
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
 from akkiosync.cursor import encode_cursor
-from akkiosync.dataset import planned_schema
 from akkiosync.delivery import Delivery
 from akkiosync.errors import (
     AkkioError,
