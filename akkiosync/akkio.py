@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import httpx
+import orjson
 
 from akkiosync.errors import (
     AkkioAuthError,
@@ -36,6 +37,7 @@ from akkiosync.errors import (
     AkkioRetriableError,
     AkkioTransportError,
     DatasetNotFoundError,
+    PayloadTooLargeError,
 )
 from akkiosync.pacing import RateLimiter, RetryPolicy
 from akkiosync.redact import redact, register_secret
@@ -50,6 +52,38 @@ _NOT_FOUND_MESSAGE = re.compile(r"not found|does not exist|no such|unknown datas
 # Transport failures raised before any byte of the request could leave this process.
 _QUOTED = 500  # characters of a server's message quoted in an error
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_BODY_OVERHEAD = 200  # bytes of an add-rows body besides its rows: the key, the id, the braces
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRows:
+    """A batch of rows as the JSON array an add-rows request carries: encoded once, where the
+    batch is prepared (off the sending thread), and spliced into the request's body."""
+
+    count: int
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        """The add-rows request body's size in bytes, near enough (its other fields are short)."""
+        return len(self.data) + _BODY_OVERHEAD
+
+
+def encode_rows(rows: Sequence[Mapping[str, object]]) -> EncodedRows:
+    """Encode ``rows`` (JSON-safe records: their values are what ``mapping`` makes them) as an
+    add-rows request sends them."""
+    return EncodedRows(len(rows), _dumps([r if type(r) is dict else dict(r) for r in rows]))
+
+
+def _dumps(value: object) -> bytes:
+    """Compact JSON, UTF-8, no NaN: orjson, or the standard library for what orjson refuses (an
+    integer past 64 bits, which JSON itself allows)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # also for what is no JSON at all: json raises, clearly
+        return json.dumps(
+            value, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +170,18 @@ class AkkioClient:
         dataset_name = body.get("dataset_name")
         return DatasetRef(dataset_id, dataset_name if isinstance(dataset_name, str) else name)
 
-    def add_rows(self, dataset_id: str, rows: Sequence[Mapping[str, object]]) -> None:
-        """Append ``rows`` in one request (nothing is sent for no rows).
+    def add_rows(self, dataset_id: str, rows: Sequence[Mapping[str, object]] | EncodedRows) -> None:
+        """Append ``rows`` (records, or records already encoded) in one request; nothing is
+        sent for no rows.
 
         An error with ``maybe_landed`` means the rows may or may not have landed: reconcile.
+        ``PayloadTooLargeError``: nothing landed; send them in smaller batches.
         """
-        if not rows:
+        encoded = rows if isinstance(rows, EncodedRows) else encode_rows(rows)
+        if not encoded.count:
             return
-        payload = [row if isinstance(row, dict) else dict(row) for row in rows]
-        action = f"add {len(rows)} rows to {dataset_id}"
-        self._call("POST", action, {"id": dataset_id, "rows": payload}, dataset_call=True)
+        action = f"add {encoded.count} rows to {dataset_id}"
+        self._call("POST", action, {"id": dataset_id, "rows": encoded}, dataset_call=True)
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete the dataset and its rows."""
@@ -197,9 +233,7 @@ class AkkioClient:
                 params = {key: str(value) for key, value in fields.items()}
                 response = self._client.get(self._url, params=params)
             else:
-                content = json.dumps(
-                    fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False
-                ).encode()
+                content = _body(fields)
                 headers = {"Content-Type": "application/json"}
                 response = self._client.request(method, self._url, content=content, headers=headers)
         except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -214,6 +248,15 @@ class AkkioClient:
         if error is not None:
             raise error
         return body
+
+
+def _body(fields: Mapping[str, object]) -> bytes:
+    """A POST or DELETE body: ``fields`` as JSON, with encoded rows spliced in unchanged."""
+    encoded = [(key, value) for key, value in fields.items() if isinstance(value, EncodedRows)]
+    body = _dumps({k: v for k, v in fields.items() if not isinstance(v, EncodedRows)})
+    for key, value in encoded:  # the body is an object of at least the key: it ends with "}"
+        body = b"".join((body[:-1], b",", _dumps(key), b":", value.data, b"}"))
+    return body
 
 
 def _transport_error(
@@ -270,6 +313,8 @@ def _error_for(
     gone = status == 404 or (not success and _NOT_FOUND_MESSAGE.search(message) is not None)
     if dataset_call and readable and gone:
         return fail(DatasetNotFoundError, message or "dataset not found")
+    if status == 413:  # refused before its body was read: nothing of it can have been stored
+        return fail(PayloadTooLargeError, message or "request body too large")
     if not 200 <= status < 300:
         # A 404 says nothing here takes such requests (a wrong base URL): nothing was stored.
         return fail(AkkioFatalError, message or response.reason_phrase, landed=status != 404)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from akkiosync.akkio import AkkioClient
+from akkiosync.akkio import AkkioClient, EncodedRows
 from akkiosync.errors import AkkioError, AkkioSyncError, DeliveryMismatchError
 from akkiosync.pacing import RetryPolicy
 from akkiosync.state import Intent, RunCounts, Store
@@ -156,7 +156,7 @@ class Delivery:
 
     def send(
         self,
-        records: Sequence[Mapping[str, object]],
+        records: Sequence[Mapping[str, object]] | EncodedRows,
         cursor_before: str | None,
         cursor_after: str,
         *,
@@ -170,7 +170,7 @@ class Delivery:
         intent = Intent(
             job=self._job,
             dataset_id=self._dataset_id,
-            rows=len(records),
+            rows=records.count if isinstance(records, EncodedRows) else len(records),
             rows_before=self.rows_before,
             cursor_before=cursor_before,
             cursor_after=cursor_after,

@@ -23,7 +23,9 @@ same thing is tried again later; the others will not. ``exit_code`` is what the 
         │                             provably never left (connect errors, pool timeout)
         └── AkkioFatalError        a request Akkio refuses: other 4xx, a non-"success" body
             ├── AkkioAuthError     the API key is missing or invalid
-            └── DatasetNotFoundError  the pinned dataset no longer exists
+            ├── DatasetNotFoundError  the pinned dataset no longer exists
+            └── PayloadTooLargeError  413: the body is over the server's limit; nothing was
+                                   stored: send the rows in smaller batches
 
 Every ``AkkioError`` also says whether the request may have been applied although it failed:
 ``maybe_landed`` is True for a request that changes data (POST, DELETE) whose failure does not
@@ -31,9 +33,11 @@ prove it was refused: a 5xx, a 4xx other than those below, a 2xx whose body is u
 "error" (a proxy may relay an error after forwarding the request), or a transport error once the
 request could be on its way (read/write timeout, connection reset or closed while waiting). It
 is False for every GET, for 401/403 and a refused key, for 429 (rate limited: not processed),
-for a 404 (no such dataset, or no such URL), and for transport errors that prove nothing was sent
-(``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``). A failure with ``maybe_landed``
-must not be blindly resent: reconcile by reading the dataset's settled row count.
+for a 404 (no such dataset, or no such URL), for a 413 (a body over the server's limit is
+refused before it is processed: nothing of it is stored), and for transport errors that prove
+nothing was sent (``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``). A failure
+with ``maybe_landed`` must not be blindly resent: reconcile by reading the dataset's settled
+row count.
 
 Messages never contain secrets: build them from redacted parts (see ``redact``).
 """
@@ -148,3 +152,8 @@ class AkkioAuthError(AkkioFatalError):
 
 class DatasetNotFoundError(AkkioFatalError):
     """The dataset this job writes to no longer exists on Akkio."""
+
+
+class PayloadTooLargeError(AkkioFatalError):
+    """The request's body is over the server's size limit (413): the same request fails
+    again, but the same rows in smaller batches may not."""

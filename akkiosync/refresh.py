@@ -32,6 +32,7 @@ from akkiosync.errors import (
 from akkiosync.identity import CursorColumns
 from akkiosync.inferred import check_inferred_types
 from akkiosync.mapping import Schema, SourceColumn
+from akkiosync.pipeline import Prepared, Preparer, deliver, read_ahead, remember, sizer_for
 from akkiosync.readplan import ReadPlan
 from akkiosync.source import Source
 from akkiosync.state import Refresh, RunCounts, Store
@@ -173,26 +174,35 @@ class Refresher:
         plan = ReadPlan(job, source, schema, whole=True)
         mapper = plan.mapper(read_at)
         progress.nulled = mapper.nulled  # counted as batches are mapped
-        cursor_json: str | None = None
-        for batch in plan.steps(self._store, None, job.batch_size):
-            progress.rows_read += batch.read
-            records = mapper.records(batch.rows)
-            after = encode_cursor(batch.cursor)
-            delivery.send(records, cursor_json, after, run=progress.counts(run_id, len(records)))
-            cursor_json = after
-            progress.rows_sent += len(records)
+        preparer = Preparer(plan, mapper, sizer_for(self._store, job))
+        sent: list[str | None] = [None]  # the cursor of the last batch sent
+
+        def send(batch: Prepared) -> None:
+            rows, after = batch.body.count, encode_cursor(batch.step.cursor)
+            delivery.send(batch.body, sent[0], after, run=progress.counts(run_id, rows))
+            sent[0] = after
+            progress.rows_sent += rows
             progress.batches += 1
             logger.info(
                 "refresh batch %d: %d rows sent (cursor %s)",
-                progress.batches, len(records), batch.cursor.describe(),
+                progress.batches, rows, batch.step.cursor.describe(),
                 extra={
-                    "event": "batch_sent", "batch": progress.batches, "rows": len(records),
-                    "rows_total": progress.rows_sent, "cursor": batch.cursor.describe(),
+                    "event": "batch_sent", "batch": progress.batches, "rows": rows,
+                    "rows_total": progress.rows_sent, "cursor": batch.step.cursor.describe(),
                     "dataset_id": dataset_id,
                 },
             )  # fmt: skip
-            if self._stop.is_set():
-                return False
+
+        def learned() -> None:
+            remember(self._store, job, preparer.sizer, self._clock())
+
+        with read_ahead(lambda: plan.steps(self._store, None, job.batch_size), preparer) as ahead:
+            for batch in ahead:
+                progress.rows_read += batch.step.read
+                if batch.body.count:
+                    deliver(batch, preparer, send, learned)
+                if self._stop.is_set():
+                    return False
         delivery.verify()  # every row is there, and nothing else: only then the switch
         return True
 

@@ -29,8 +29,9 @@ from akkiosync.lock import JobLock
 from akkiosync.logcontext import Warned, job_context
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
+from akkiosync.pipeline import Prepared, Preparer, deliver, read_ahead, remember, sizer_for
 from akkiosync.progress import ProgressHook, Sent
-from akkiosync.readplan import ReadPlan
+from akkiosync.readplan import REOPEN_AFTER, ReadPlan
 from akkiosync.redact import redact
 from akkiosync.refresh import Refresher
 from akkiosync.results import Clock, RunResult, utc_now
@@ -78,9 +79,13 @@ class Runner:
         measure_lag: bool = False,
         progress: ProgressHook | None = None,
         count_limit: int = 0,
+        reopen_after: float = REOPEN_AFTER,
     ) -> None:
         """``locks`` is the directory of the per-job locks (``None``: no cross-process lock);
-        once ``stop`` is set, runs end after the batch in flight is committed."""
+        once ``stop`` is set, runs end after the batch in flight is committed;
+        ``reopen_after``: seconds a read stays open before it is opened again from its last
+        batch's cursor (``ReadPlan``)."""
+        self._reopen_after = reopen_after
         self._store = store
         self._client = client
         self._clock = clock
@@ -218,7 +223,7 @@ class Runner:
             )
             progress.dataset_id = dataset_id
             spec = job.columns
-            plan = ReadPlan(job, source, schema)
+            plan = ReadPlan(job, source, schema, reopen_after=self._reopen_after)
             drift = plan.drift  # columns: edited after pinning
             if self._warned.changed(job.name, "column_drift", drift.warnings):
                 for warning in drift.warnings:
@@ -313,41 +318,54 @@ class Runner:
         progress: _Progress,
     ) -> None:
         cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        for step in plan.steps(self._store, cursor, job.batch_size):
-            progress.rows_read += step.read
-            if not step.rows:
-                continue  # all sent before: nothing to deliver, nothing to move
-            after = step.cursor
-            cursor_json = encode_cursor(after)
-            records = mapper.records(step.rows)
-            delivery.send(
-                records,
-                progress.cursor_json,
-                cursor_json,
-                ledger=step.entries,
-                prune_below=step.prune_below,
-                run=progress.counts(run_id, len(records)),  # `logs` shows a running run's
+        preparer = Preparer(plan, mapper, sizer_for(self._store, job))
+
+        def send(batch: Prepared) -> None:
+            self._send(job, run_id, delivery, batch, progress)
+
+        def learned() -> None:
+            remember(self._store, job, preparer.sizer, self._clock())
+
+        with read_ahead(lambda: plan.steps(self._store, cursor, job.batch_size), preparer) as ahead:
+            for batch in ahead:
+                progress.rows_read += batch.step.read
+                if batch.body.count:  # else all sent before: nothing to deliver or move
+                    deliver(batch, preparer, send, learned)
+                if self._stop.is_set():
+                    logger.info("stops early: shutting down", extra={"event": "run_stopping"})
+                    return
+
+    def _send(
+        self, job: Job, run_id: int, delivery: Delivery, batch: Prepared, progress: _Progress
+    ) -> None:
+        """Send one batch and commit it, then tell the progress hook and the log."""
+        rows, after = batch.body.count, batch.step.cursor
+        cursor_json = encode_cursor(after)
+        delivery.send(
+            batch.body,
+            progress.cursor_json,
+            cursor_json,
+            ledger=batch.step.entries,
+            prune_below=batch.step.prune_below,
+            run=progress.counts(run_id, rows),  # `logs` shows a running run's
+        )
+        progress.cursor_json = cursor_json
+        progress.rows_sent += rows
+        progress.batches += 1
+        if self._progress is not None:
+            self._progress.sent(_sent(job.name, rows, progress, after))
+        logger.info(
+            "batch %d: %d rows sent (cursor %s)",
+            progress.batches, rows, after.describe(),
+            extra={
+                "event": "batch_sent", "batch": progress.batches, "rows": rows,
+                "rows_total": progress.rows_sent, "cursor": after.describe(),
+            },
+        )  # fmt: skip
+        if progress.batches == 1:  # a new dataset's fields are typed by its first rows
+            check_inferred_types(
+                job.name, progress.dataset_id, self._store, self._client, self._clock
             )
-            progress.cursor_json = cursor_json
-            progress.rows_sent += len(records)
-            progress.batches += 1
-            if self._progress is not None:
-                self._progress.sent(_sent(job.name, len(records), progress, after))
-            logger.info(
-                "batch %d: %d rows sent (cursor %s)",
-                progress.batches, len(records), after.describe(),
-                extra={
-                    "event": "batch_sent", "batch": progress.batches, "rows": len(records),
-                    "rows_total": progress.rows_sent, "cursor": after.describe(),
-                },
-            )  # fmt: skip
-            if progress.batches == 1:  # a new dataset's fields are typed by its first rows
-                check_inferred_types(
-                    job.name, progress.dataset_id, self._store, self._client, self._clock
-                )
-            if self._stop.is_set():
-                logger.info("stops early: shutting down", extra={"event": "run_stopping"})
-                return
 
     def _start_progress(self, job: Job, source: Source, progress: _Progress) -> None:
         assert self._progress is not None  # noqa: S101 - only called with a hook

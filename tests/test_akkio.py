@@ -21,6 +21,7 @@ from akkiosync.akkio import (
     DatasetInfo,
     DatasetRef,
     _retry_after,
+    encode_rows,
 )
 from akkiosync.emulator import Emulator, serve
 from akkiosync.errors import (
@@ -30,6 +31,7 @@ from akkiosync.errors import (
     AkkioRetriableError,
     AkkioTransportError,
     DatasetNotFoundError,
+    PayloadTooLargeError,
 )
 from akkiosync.pacing import RateLimiter, RetryPolicy
 from akkiosync.redact import MASK, redact
@@ -203,13 +205,45 @@ class TestRequests:
         make_client(recorder).add_rows(DATASET_ID, [])
         assert recorder.requests == []
 
-    def test_non_json_safe_rows_are_a_programming_error(
+    def test_nan_is_never_sent_as_invalid_json(
         self, make_client: Callable[..., AkkioClient]
     ) -> None:
-        """NaN is refused with ValueError before anything is sent (the mapper must prevent it)."""
+        """A NaN that got past the mapper (whose job refusing it is) goes out as JSON null, never
+        as the token NaN that strict JSON parsers refuse."""
         recorder = answering(200, OK_BODY)
-        with pytest.raises(ValueError, match="JSON"):
-            make_client(recorder).add_rows(DATASET_ID, [{"x": float("nan")}])
+        make_client(recorder).add_rows(DATASET_ID, [{"x": float("nan")}])
+        assert b"NaN" not in recorder.last.content
+        assert recorder.body()["rows"] == [{"x": None}]
+
+    def test_integers_past_64_bits_are_sent_whole(
+        self, make_client: Callable[..., AkkioClient]
+    ) -> None:
+        """An integer JSON allows but orjson refuses (past 64 bits) is still sent, digit for
+        digit."""
+        recorder = answering(200, OK_BODY)
+        make_client(recorder).add_rows(DATASET_ID, [{"n": 2**70, "s": "é"}])
+        assert str(2**70).encode() in recorder.last.content
+        assert recorder.body()["rows"] == [{"n": 2**70, "s": "é"}]
+
+    def test_encoded_rows_are_spliced_into_the_body(
+        self, make_client: Callable[..., AkkioClient]
+    ) -> None:
+        """Rows encoded beforehand (off the sending thread) make the same body as records."""
+        rows = [{"name": "Zoë", "n": 1}, {"name": "Ann", "n": None}]
+        recorder = answering(200, OK_BODY)
+        client = make_client(recorder)
+        client.add_rows(DATASET_ID, rows)
+        from_records = recorder.last.content
+        encoded = encode_rows(rows)
+        client.add_rows(DATASET_ID, encoded)
+        assert recorder.last.content == from_records
+        assert encoded.count == 2
+        assert len(from_records) <= encoded.size
+
+    def test_no_encoded_rows_sends_nothing(self, make_client: Callable[..., AkkioClient]) -> None:
+        """An empty encoded batch is no request."""
+        recorder = answering(200, OK_BODY)
+        make_client(recorder).add_rows(DATASET_ID, encode_rows([]))
         assert recorder.requests == []
 
     def test_context_manager_closes(self) -> None:
@@ -515,9 +549,10 @@ MAY_HAVE_LANDED = (
     "ReadError",
     "RemoteProtocolError",
 )
-# Refusals that prove nothing was stored, and refusals a proxy may relay after forwarding.
-REFUSED_NOTHING = ("401", "404")
-REFUSED_MAYBE = ("400", "408", "413", "200-error")
+# Refusals that prove nothing was stored (a 413 refuses the body before it is processed, RFC
+# 9110 15.5.14), and refusals a proxy may relay after forwarding.
+REFUSED_NOTHING = ("401", "404", "413")
+REFUSED_MAYBE = ("400", "408", "200-error")
 REFUSED = REFUSED_NOTHING + REFUSED_MAYBE
 
 # The calls that change data, with the answer each gets on success.
@@ -577,6 +612,13 @@ class TestMaybeLanded:
         with pytest.raises(AkkioFatalError) as caught:
             CHANGING_CALLS[call][0](client)
         assert caught.value.maybe_landed is True
+
+    @pytest.mark.parametrize("call", sorted(CHANGING_CALLS))
+    def test_413_says_send_less(self, make_client: Callable[..., AkkioClient], call: str) -> None:
+        """A 413 is its own error, so that a caller can split the batch; nothing landed."""
+        client = make_client(FAILURES["413"](), retry=RetryPolicy(attempts=3))
+        with pytest.raises(PayloadTooLargeError, match="413"):
+            CHANGING_CALLS[call][0](client)
 
     @pytest.mark.parametrize("failure", sorted(FAILURES))
     @pytest.mark.parametrize("call", sorted(READING_CALLS))

@@ -113,7 +113,7 @@ class TestValidJob:
         assert job.name == "orders"
         assert job.schedule is None
         assert job.source.key == ()
-        assert job.batch_size == 1000
+        assert (job.batch_size, job.batch_bytes) == (10_000, 4_000_000)
         assert job.columns.include is None
         assert job.columns.exclude == ()
         assert job.columns.rename == {}

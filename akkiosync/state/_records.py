@@ -27,6 +27,7 @@ class JobState:
     replaced_at: datetime | None = None  # mode: replace: when the dataset was last replaced
     type_warnings_json: str | None = None  # fields whose type Akkio inferred otherwise
     adopted: bool = False  # the dataset existed before the job: never deleted by a refresh
+    batch_limit_json: str | None = None  # rows per batch a 413 taught (see ``pipeline``)
 
     @property
     def rows_expected(self) -> int:

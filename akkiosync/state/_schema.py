@@ -222,6 +222,12 @@ def _create_v7(connection: sa.Connection) -> None:
     connection.execute(sa.text("CREATE INDEX ix_runs_job_id ON runs (job, id)"))
 
 
+def _create_v8(connection: sa.Connection) -> None:
+    """Version 8: the rows per batch a server's 413 taught the job, and the batch_size and
+    batch_bytes it was learned under (JSON ``{"rows", "batch_size", "batch_bytes"}``)."""
+    connection.execute(sa.text("ALTER TABLE jobs ADD COLUMN batch_limit_json TEXT"))
+
+
 MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v1,
     _create_v2,
@@ -230,6 +236,7 @@ MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_v5,
     _create_v6,
     _create_v7,
+    _create_v8,
 )
 
 metadata = sa.MetaData()
@@ -253,3 +260,4 @@ jobs.append_column(sa.Column("replaced_at", Timestamp))
 jobs.append_column(sa.Column("type_warnings_json", sa.Text))
 jobs.append_column(sa.Column("adopted", sa.Integer, nullable=False, server_default="0"))
 runs = _define_v7(metadata, "runs")
+jobs.append_column(sa.Column("batch_limit_json", sa.Text))

@@ -281,6 +281,12 @@ class Store(Refreshes):
         with self._transaction(write=True) as connection:
             _update_or_insert(connection, job, values, values)
 
+    def set_batch_limit(self, job: str, limit_json: str | None, now: datetime) -> None:
+        """Record the rows per batch a server's 413 taught the job (None: forget it)."""
+        values = {"batch_limit_json": limit_json, "updated_at": schema.utc(now)}
+        with self._transaction(write=True) as connection:
+            _update_or_insert(connection, job, values, values)
+
     def set_type_warnings(self, job: str, warnings_json: str, now: datetime) -> None:
         """Record where Akkio inferred other types than planned for the job's dataset
         (``type_warnings_json``: a JSON list of [field, planned, inferred]; "[]": none)."""
