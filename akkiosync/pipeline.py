@@ -135,6 +135,14 @@ class Preparer:
         for piece in smaller:
             yield from self._fitted(piece)
 
+    def refit(self, batch: Prepared) -> list[Prepared]:
+        """``batch`` as batches of the sizer's rows now: a batch prepared ahead, before a 413
+        lowered them, is split before it is sent, not refused as well."""
+        if batch.body.count <= self.sizer.rows:
+            return [batch]
+        parts = self._plan.split(batch.step, self.sizer.rows)
+        return [batch] if len(parts) == 1 else [p for part in parts for p in self._fitted(part)]
+
     def after_refusal(self, batch: Prepared, error: PayloadTooLargeError) -> list[Prepared]:
         """The batches to send instead of one the server refused as too large (413), at half
         as many rows; ``error`` again when it cannot be split."""
@@ -174,13 +182,14 @@ def deliver(
 ) -> None:
     """``send(batch)``; after a 413, the same rows in smaller batches (``learned`` is told
     each time the rows per batch drop)."""
-    try:
-        send(batch)
-    except PayloadTooLargeError as exc:
-        parts = preparer.after_refusal(batch, exc)
-        learned()
-        for part in parts:
-            deliver(part, preparer, send, learned)
+    for fitted in preparer.refit(batch):
+        try:
+            send(fitted)
+        except PayloadTooLargeError as exc:
+            parts = preparer.after_refusal(fitted, exc)
+            learned()
+            for part in parts:
+                deliver(part, preparer, send, learned)
 
 
 class ReadAhead(Generic[T]):

@@ -69,7 +69,7 @@ source:
   # settle: 30s               # skip rows changed in the last 30s (late commits)
 target:
   dataset: {json.dumps(dataset)}  # created on the first run; or  dataset_id: <existing id>
-batch_size: 1000              # rows per add-rows request
+batch_size: 10000             # rows per add-rows request (Akkio: 5 requests/s)
 # columns:
 #   exclude: [internal_note]
 """
