@@ -237,6 +237,31 @@ def converter(
     return CONVERTERS[field_type]
 
 
+# The exact types whose values each converter returns as they are (JSON already): ``columnwise``
+# sends whole columns of them unread. Subclasses are not among them: an ``IntEnum`` becomes int.
+_NATIVE: dict[Converter, frozenset[type]] = {
+    _to_integer: frozenset({int}),
+    _to_string: frozenset({str}),
+    _to_category: frozenset({str, bool}),
+    _to_boolean: frozenset({bool}),
+    _to_date: frozenset({str}),
+}
+
+
+def native_types(convert: Converter) -> frozenset[type]:
+    """The exact types whose values ``convert`` returns unchanged (none for most)."""
+    return _NATIVE.get(convert, frozenset())
+
+
+def time_form(convert: Converter) -> TimeForm | None:
+    """The ``TimeForm`` whose text ``convert`` gives for datetimes, dates and times, if it is
+    one's (text values aside, where a string field's converter is more lenient)."""
+    owner = getattr(convert, "__self__", None)
+    if isinstance(owner, _Lenient):
+        owner = owner.form
+    return owner if isinstance(owner, TimeForm) else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Lenient:
     """A text field of a date or time column: text that is not a date stays the database's

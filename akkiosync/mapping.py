@@ -5,7 +5,8 @@ every record carries exactly the schema's keys, and each field's values keep one
 (``type-stable``): the converter is chosen per field from its type and its column, not per
 value (``convert``). A value its field cannot hold unchanged (7.9 in an integer field,
 PostgreSQL's ``infinity`` in a date field) raises ``BadValueError``, or is sent as null and
-counted (``on_bad_value: null``).
+counted (``on_bad_value: null``). A batch is converted a column at a time (``columnwise``),
+to the same values.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
 from typing import Any, Literal, cast, get_args
 
+from akkiosync.columnwise import ColumnConverter, column_converter
 from akkiosync.convert import Converter, Interval, UnfitError, converter
 from akkiosync.errors import BadValueError, ConfigError, SchemaError
 
@@ -239,6 +242,17 @@ class RecordMapper:
             )
             for f in schema.fields
         ]
+        # The plan again, a column at a time, for ``records``.
+        self._names = tuple(f.name for f in schema.fields)
+        self._columns = [
+            (
+                index,
+                _constant(self._filled.get(name))
+                if convert is _null
+                else column_converter(convert),
+            )
+            for name, index, convert in self._plan
+        ]
 
     def record(self, row: Sequence[Any]) -> dict[str, Any]:
         """One row as a record with exactly the schema's keys; ``BadValueError`` when a value
@@ -252,13 +266,25 @@ class RecordMapper:
             if self._fail:
                 raise self._bad_value(row) from None
             record = self._with_nulls(row)
-        record.update(self._filled)  # in place: the keys keep the schema's order
+        if self._filled:
+            record.update(self._filled)  # in place: the keys keep the schema's order
         return record
 
     def records(self, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-        """Many rows at once."""
-        record = self.record
-        return [record(row) for row in rows]
+        """Many rows at once: ``record`` of each, a column at a time (``columnwise``)."""
+        rows = rows if isinstance(rows, list | tuple) else list(rows)
+        if not rows:
+            return []
+        try:
+            # One tuple per source column; rows of unlike lengths are left to ``record``.
+            source = list(zip(*rows, strict=True))
+            values = [convert(source[index]) for index, convert in self._columns]
+        except Exception:  # noqa: BLE001 - whatever failed, ``record`` row by row raises it
+            # (or the bad value's error) for the first row concerned, or counts the nulls: the
+            # column paths change nothing, so each null is counted once
+            return [self.record(row) for row in rows]
+        # Each row's values zipped with the names, in C: the keys in the schema's order.
+        return list(map(dict, map(zip, repeat(self._names), zip(*values, strict=True))))
 
     def _with_nulls(self, row: Sequence[Any]) -> dict[str, Any]:
         """``row``'s record with null for each value that does not fit, counted in
@@ -308,6 +334,11 @@ def _misfit(convert: Converter, value: Any) -> Exception | None:
 
 def _null(value: Any) -> None:
     """A withheld field: null, whatever the row holds."""
+
+
+def _constant(value: Any) -> ColumnConverter:
+    """A column of ``value`` whatever the rows hold: a withheld field's, ``SYNCED_AT``'s."""
+    return lambda values: (value,) * len(values)
 
 
 def _shown(value: Any, *, as_repr: bool = False) -> str:
