@@ -221,16 +221,18 @@ class RecordMapper:
             if synced_at is None
             else synced_at.astimezone(dt.UTC).isoformat("T", "microseconds")
         )
+        # Record keys are plain str: a reflected name is SQLAlchemy's str subclass, which is no
+        # JSON object key to orjson (the encoder would fall back to the slow standard one).
         self._filled = {
-            f.name: read_at
+            str(f.name): read_at
             for f in schema.fields
             if f.source == SYNCED_AT and f.name not in withheld and read_at is not None
         }
         self._plan = [
-            (f.name, 0, _null)
+            (str(f.name), 0, _null)
             if f.name in withheld or f.source == SYNCED_AT
             else (
-                f.name,
+                str(f.name),
                 position[f.source],
                 converter(
                     f.type,
@@ -243,7 +245,7 @@ class RecordMapper:
             for f in schema.fields
         ]
         # The plan again, a column at a time, for ``records``.
-        self._names = tuple(f.name for f in schema.fields)
+        self._names = tuple(str(f.name) for f in schema.fields)
         self._columns = [
             (
                 index,

@@ -181,6 +181,25 @@ def assert_config_error(result: Result, *fragments: str) -> None:
 # -- help and usage ----------------------------------------------------------------------------
 
 
+class TestStartUp:
+    """The entry point keeps start-up objects out of garbage collections."""
+
+    def test_main_freezes_what_is_loaded(self) -> None:
+        """``akkiosync`` (a real process) runs with every start-up object frozen."""
+        code = (
+            "import gc, sys; from akkiosync import cli; "
+            "sys.argv = ['akkiosync', '--help']; "
+            "import atexit; atexit.register(lambda: print('frozen', gc.get_freeze_count())); "
+            "cli.main()"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        frozen = int(done.stdout.rsplit("frozen ", 1)[1])
+        assert frozen > 10_000  # SQLAlchemy, pydantic and ours: tens of thousands of objects
+
+
 class TestHelp:
     """Every command documents itself; unknown commands are usage errors."""
 

@@ -9,13 +9,17 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from akkiosync.akkio import AkkioClient
+from akkiosync.config import SourceSpec
 from akkiosync.emulator import Emulator, serve
+from akkiosync.mapping import RecordMapper, plan_schema
 from akkiosync.pipeline import BatchSizer, ReadAhead
 from akkiosync.runner import Runner
+from akkiosync.source import make_source
 from akkiosync.state import Store
 from tests.conftest import API_KEY, make_job, no_sleep
 
@@ -123,6 +127,22 @@ class TestReadAhead:
                     break
         assert len(closed_in) == 1
         assert closed_in[0] != threading.get_ident()
+
+
+class TestEncoding:
+    """Records are encoded by orjson, not by the standard library's slower fallback."""
+
+    def test_reflected_names_are_plain_keys(self, db_url: str, notes: sa.Table) -> None:
+        """A reflected column name (SQLAlchemy's str subclass) becomes a plain str key, which
+        orjson takes (it refuses str subclasses as keys)."""
+        spec = SourceSpec(url=db_url, table=notes.name, watermark="updated_at", key=["id"])
+        with make_source(spec) as source:
+            columns = source.columns()
+            assert any(type(c.name) is not str for c in columns)  # the case in point
+            mapper = RecordMapper(plan_schema(columns, synced_at="_synced"), columns)
+            records = mapper.records([(1, T0, "a"), (2, T0, None)])
+        assert {type(key) for record in records for key in record} == {str}
+        assert orjson.loads(orjson.dumps(records))[1]["note"] is None
 
 
 class TestBatchSizer:

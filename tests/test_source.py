@@ -16,6 +16,7 @@ from sqlalchemy.dialects import mysql
 from akkiosync.cursor import Cursor, decode_cursor, encode_cursor
 from akkiosync.errors import ConfigError
 from akkiosync.source import Source, engine_url
+from akkiosync.source._read import _partitions
 
 MakeTable = Callable[..., sa.Table]
 ROWS = 120
@@ -276,3 +277,33 @@ class TestEngineUrl:
     def test_default_driver(self, given: str, driver: str) -> None:
         """The URL's driver is filled in only when it names none."""
         assert engine_url(given).drivername == driver
+
+
+class TestDriverRows:
+    """Past a read's first batch, rows come as the driver's own tuples where SQLAlchemy would
+    convert nothing: every row once, in order."""
+
+    def test_every_row_once_in_order(
+        self, engine: sa.Engine, make_table: MakeTable, table_name: str, db_url: str
+    ) -> None:
+        """25 rows in batches of 10: SQLAlchemy's Rows first, then tuples (SQLite: Rows, for
+        SQLAlchemy converts its timestamps' text)."""
+        table = make_table(
+            table_name,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("at", sa.DateTime),
+        )
+        at = dt.datetime(2026, 5, 1, 8, 30)  # noqa: DTZ001 - a naive column
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": i, "at": at} for i in range(25)])
+        statement = sa.select(table).order_by(table.c.id)
+        with (
+            engine.connect() as conn,
+            conn.execution_options(yield_per=10).execute(statement) as result,
+        ):
+            parts = list(_partitions(result, statement, 10))
+        assert [len(part) for part in parts] == [10, 10, 5]
+        assert [row[0] for part in parts for row in part] == list(range(25))
+        assert {row[1] for part in parts for row in part} == {at}
+        later = {type(part[0]) for part in parts[1:]}
+        assert later == ({sa.Row} if db_url.startswith("sqlite") else {tuple})

@@ -177,6 +177,30 @@ class TestTypeTable:
         assert row["v"] == case.sent
         assert type(row["v"]) is type(case.sent)
 
+    @pytest.mark.parametrize(
+        "case",
+        [c for c in TYPE_TABLE if c.dialect != "sqlite"],
+        ids=[c.id for c in TYPE_TABLE if c.dialect != "sqlite"],
+    )
+    def test_type_past_the_first_batch(
+        self,
+        runner: Runner,
+        store: Store,
+        emulator: Emulator,
+        source: tuple[str, str],
+        case: Case,
+    ) -> None:
+        """Rows after a read's first batch (the driver's own tuples, where SQLAlchemy converts
+        nothing) are sent exactly as the first batch's rows (SQLAlchemy's)."""
+        url, table = source
+        create(url, table, f"v {case.sql_type}", case.stored, case.stored, case.stored)
+        result = runner.run(make_job(url, table, batch_size=1))
+        assert result.ok, result.error
+        assert pinned(store)["v"] == case.field_type
+        sent = [row["v"] for row in rows_of(emulator)]
+        assert sent == [case.sent] * 3
+        assert {type(value) for value in sent} == {type(case.sent)}
+
     def test_boolean_override_reads_text_and_numbers(
         self, runner: Runner, store: Store, emulator: Emulator, tmp_path: Path, table_name: str
     ) -> None:
