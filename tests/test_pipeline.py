@@ -56,9 +56,7 @@ def notes(engine: sa.Engine, make_table: MakeTable, table_name: str) -> sa.Table
 
 
 def add(engine: sa.Engine, table: sa.Table, ids: range) -> None:
-    rows = [
-        {"id": i, "updated_at": T0 + dt.timedelta(seconds=i // 10), "note": NOTE} for i in ids
-    ]
+    rows = [{"id": i, "updated_at": T0 + dt.timedelta(seconds=i // 10), "note": NOTE} for i in ids]
     with engine.begin() as conn:
         conn.execute(table.insert(), rows)
 
