@@ -4,7 +4,8 @@ One URL whose fields pick the action, taken from the query string, a JSON or a f
 body wins). The first rows fix a dataset's fields; every later row must carry the same keys; a
 request is all or nothing. With ``data_file``, every change is an fsync'd line of an append-only
 JSON-lines journal that is replayed on start; a file that is not one is refused, untouched. On a
-port, a request body over ``max_body`` bytes is answered 413 without being read.
+port, a request body over ``max_body`` bytes is answered 413 without being read. ``latency``
+delays each add-rows answer, as a far API would; ``keep_only`` stores one field of each row.
 
 A ``FaultPlan`` injects failures into ``/v1`` requests so that clients can rehearse them: 429,
 500, 503, ``slow`` (the backend takes ``delay``; past the client's read timeout its rows land

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
+import orjson
 
 from akkiosync.emulator._faults import ANSWERS, STAND_INS, FaultDraw, FaultPlan
 from akkiosync.emulator._pending import Pending
@@ -33,6 +33,8 @@ _ROUTES = {
 }
 _REFUSALS = ("429", "500", "503")  # answered at once, nothing stored
 _STORED_THEN_ERROR = ("error_after", "408_after")
+# Akkio's answer to a bad key, byte for byte as akkio-api.md quotes it (orjson has no spaces).
+_BAD_KEY = b'{"status": "missing or invalid API key"}'
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -41,8 +43,14 @@ class Emulator:
     """The state and the rules of a fake Akkio account; ``handle`` is one HTTP exchange.
 
     ``faults`` (or ``set_faults``) injects failures into ``/v1`` requests; ``sleep`` is how a
-    ``slow`` fault waits. Rows may land after their answer (``late``, a ``slow`` past the
-    client's timeout): ``settle`` waits for them.
+    ``slow`` fault and ``latency`` wait. Rows may land after their answer (``late``, a ``slow``
+    past the client's timeout): ``settle`` waits for them.
+
+    ``latency`` delays the answer to every add-rows request by that many seconds, once its rows
+    are stored (or refused), as a far API would; the wait holds no lock, so other requests go
+    on meanwhile. ``keep_only`` stores only that field of each row (``rows`` returns those
+    cut-down rows), for clients that send more rows than are worth keeping whole; the row
+    counts stay exact.
     """
 
     def __init__(
@@ -52,12 +60,17 @@ class Emulator:
         *,
         faults: FaultPlan | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        latency: float = 0.0,
+        keep_only: str | None = None,
     ) -> None:
+        if not latency >= 0:  # NaN too
+            raise ValueError(f"latency must be a number of seconds >= 0, not {latency!r}")
         self.api_key = api_key
         self.data_file = data_file
+        self.latency = latency
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._store = Store(data_file)
+        self._store = Store(data_file, keep_only)
         self._faults = FaultDraw(faults)
         self._pending = Pending()
         self._requests = 0
@@ -215,7 +228,7 @@ class Emulator:
         params = read_params(url.query, headers, body)
         key = params.get("api_key")
         if not isinstance(key, str) or not hmac.compare_digest(key.encode(), self.api_key.encode()):
-            raise RequestError(401, {"status": "missing or invalid API key"})
+            return 401, {"Content-Type": "application/json"}, _BAD_KEY
         if path == "/_emulator/faults":
             return _reply(200, self._fault_control(method, params))
         return _reply(200, self._act(method, path, params))
@@ -229,9 +242,13 @@ class Emulator:
                 dataset_id = self._store.create(name)
             return {"status": "success", "dataset_id": dataset_id, "dataset_name": name}
         if method == "POST" and dataset_id is not None and "rows" in params:
-            rows = decode_rows(params["rows"])
-            with self._lock:
-                self._store.add_rows(dataset_id, rows)
+            try:
+                rows = decode_rows(params["rows"])
+                with self._lock:
+                    self._store.add_rows(dataset_id, rows)
+            finally:
+                if self.latency:  # the way back from a far API, refusals included
+                    self._sleep(self.latency)
             return ok
         with self._lock:
             if method == "GET" and dataset_id is None and path == _DATASETS:
@@ -241,7 +258,8 @@ class Emulator:
                 raise error(400, "an id is required (or a name, to create a dataset)")
             ds = self._store.get(dataset_id)
             if path == "/_emulator/rows":
-                return {"status": "success", "rows": [dict(row) for row in ds.rows]}
+                # a shallow copy: stored rows are never changed, and it is encoded unlocked
+                return {"status": "success", "rows": list(ds.rows)}
             if method == "GET":
                 fields = [{"name": f, "type": t} for f, t in ds.fields]
                 return {
@@ -290,7 +308,7 @@ def _reply(status: int, body: dict[str, Any], allow: tuple[str, ...] = ()) -> Re
     headers = {"Content-Type": "application/json"}
     if status == 405:
         headers["Allow"] = ", ".join(allow or _METHODS)
-    return status, headers, json.dumps(body).encode()
+    return status, headers, orjson.dumps(body)
 
 
 def _adds_rows(method: str, url: SplitResult, headers: Mapping[str, str], body: bytes) -> bool:

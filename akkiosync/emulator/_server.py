@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import sys
@@ -13,6 +12,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from akkiosync.emulator._app import API_PREFIX, Emulator
 
@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _too_large(self, length: int, limit: int) -> None:
         message = f"request body of {length} bytes is over the emulator's limit of {limit}"
-        payload = json.dumps({"status": "error", "message": message}).encode()
+        payload = orjson.dumps({"status": "error", "message": message})
         self.close_connection = True  # the unread body must not be taken for a next request
         self.send_response(413)
         self.send_header("Content-Type", "application/json")
