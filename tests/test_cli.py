@@ -200,6 +200,19 @@ class TestStartUp:
         assert frozen > 10_000  # SQLAlchemy, pydantic and ours: tens of thousands of objects
 
 
+    def test_commands_but_run_do_not_load_the_daemon(self) -> None:
+        """The scheduler, metrics and alerts are imported by ``run`` alone."""
+        code = (
+            "import sys, akkiosync.cli; "
+            "print(sorted(m for m in ('akkiosync.daemon', 'apscheduler', 'prometheus_client') "
+            "if m in sys.modules))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert done.stdout.strip() == "[]"
+
+
 class TestHelp:
     """Every command documents itself; unknown commands are usage errors."""
 
