@@ -164,24 +164,40 @@ class Preparer:
         return [p for part in parts for p in self._fitted(part)]
 
 
-def read_ahead(steps: Callable[[], Iterable[Step]], preparer: Preparer) -> ReadAhead[Prepared]:
-    """The batches of ``steps()``, read and prepared ahead of sending."""
+def send_all(
+    steps: Callable[[], Iterable[Step]],
+    preparer: Preparer,
+    send: Callable[[Prepared], None],
+    *,
+    learned: Callable[[], None],
+    read: Callable[[int], None],
+    stop: threading.Event,
+) -> bool:
+    """Send the batches of ``steps()``, read and prepared ahead, one at a time and in order
+    (``send`` delivers and commits one; after a 413 the same rows go in smaller batches, and
+    ``learned`` is told); ``read`` counts the rows each step read. False when ``stop`` ended
+    it early, once the batch in flight was committed."""
 
     def produce() -> Generator[Prepared, None, None]:
         for step in steps():
             yield from preparer.prepare(step)
 
-    return ReadAhead(produce)
+    with ReadAhead(produce) as ahead:
+        for batch in ahead:
+            read(batch.step.read)
+            if batch.body.count:  # else all sent before: nothing to deliver or move
+                _deliver(batch, preparer, send, learned)
+            if stop.is_set():
+                return False
+    return True
 
 
-def deliver(
+def _deliver(
     batch: Prepared,
     preparer: Preparer,
     send: Callable[[Prepared], None],
     learned: Callable[[], None],
 ) -> None:
-    """``send(batch)``; after a 413, the same rows in smaller batches (``learned`` is told
-    each time the rows per batch drop)."""
     for fitted in preparer.refit(batch):
         try:
             send(fitted)
@@ -189,7 +205,7 @@ def deliver(
             parts = preparer.after_refusal(fitted, exc)
             learned()
             for part in parts:
-                deliver(part, preparer, send, learned)
+                _deliver(part, preparer, send, learned)
 
 
 class ReadAhead(Generic[T]):

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from akkiosync.adopt import planned_schema
@@ -32,7 +33,7 @@ from akkiosync.errors import (
 from akkiosync.identity import CursorColumns
 from akkiosync.inferred import check_inferred_types
 from akkiosync.mapping import Schema, SourceColumn
-from akkiosync.pipeline import Prepared, Preparer, deliver, read_ahead, remember, sizer_for
+from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
 from akkiosync.readplan import ReadPlan
 from akkiosync.source import Source
 from akkiosync.state import Refresh, RunCounts, Store
@@ -196,13 +197,12 @@ class Refresher:
         def learned() -> None:
             remember(self._store, job, preparer.sizer, self._clock())
 
-        with read_ahead(lambda: plan.steps(self._store, None, job.batch_size), preparer) as ahead:
-            for batch in ahead:
-                progress.rows_read += batch.step.read
-                if batch.body.count:
-                    deliver(batch, preparer, send, learned)
-                if self._stop.is_set():
-                    return False
+        def read(rows: int) -> None:
+            progress.rows_read += rows
+
+        steps = partial(plan.steps, self._store, None, job.batch_size)
+        if not send_all(steps, preparer, send, learned=learned, read=read, stop=self._stop):
+            return False
         delivery.verify()  # every row is there, and nothing else: only then the switch
         return True
 

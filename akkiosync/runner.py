@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from akkiosync.lock import JobLock
 from akkiosync.logcontext import Warned, job_context
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
-from akkiosync.pipeline import Prepared, Preparer, deliver, read_ahead, remember, sizer_for
+from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
 from akkiosync.progress import ProgressHook, Sent
 from akkiosync.readplan import REOPEN_AFTER, ReadPlan
 from akkiosync.redact import redact
@@ -326,14 +327,12 @@ class Runner:
         def learned() -> None:
             remember(self._store, job, preparer.sizer, self._clock())
 
-        with read_ahead(lambda: plan.steps(self._store, cursor, job.batch_size), preparer) as ahead:
-            for batch in ahead:
-                progress.rows_read += batch.step.read
-                if batch.body.count:  # else all sent before: nothing to deliver or move
-                    deliver(batch, preparer, send, learned)
-                if self._stop.is_set():
-                    logger.info("stops early: shutting down", extra={"event": "run_stopping"})
-                    return
+        def read(rows: int) -> None:
+            progress.rows_read += rows
+
+        steps = partial(plan.steps, self._store, cursor, job.batch_size)
+        if not send_all(steps, preparer, send, learned=learned, read=read, stop=self._stop):
+            logger.info("stops early: shutting down", extra={"event": "run_stopping"})
 
     def _send(
         self, job: Job, run_id: int, delivery: Delivery, batch: Prepared, progress: _Progress
