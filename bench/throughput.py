@@ -35,7 +35,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import tp_report
-from tp_contenders import CONTENDERS, Run, Target, run_contender, startup_seconds
+from tp_contenders import CONTENDERS, JUDGED, Run, Target, run_contender, startup_seconds
 from tp_sink import BenchError, Sink
 from tp_source import LOOPBACK, Source, create_table, drop_table, first_rows
 
@@ -181,13 +181,13 @@ def bench(args: argparse.Namespace, tmp: Path) -> tp_report.Verdicts:
                 with Sink(api_key, 0.0, tmp / "sink.log") as sink:
                     rss_at_4n = {
                         c.key: run_contender(c.key, big_target, sink, f"{c.key} 4N").rss_kib or 0
-                        for c in CONTENDERS
+                        for c in JUDGED
                     }
                 if not rss_at_n:  # no loopback scenario: one run at N for the comparison
                     with Sink(api_key, 0.0, tmp / "sink.log") as sink:
                         rss_at_n = {
                             c.key: run_contender(c.key, target, sink, f"{c.key} N").rss_kib or 0
-                            for c in CONTENDERS
+                            for c in JUDGED
                         }
                 tp_report.memory(source.label, n, rss_at_n, rss_at_4n, verdicts)
         finally:

@@ -3,7 +3,10 @@
 - ``official``: ``official_script.py``, the script a user writes with the official client;
 - ``akkiosync``: the real command, ``python -m akkiosync --config DIR sync JOB``, with its
   own fresh checkpoint store and a fresh dataset each run;
-- ``hand-tuned``: ``hand_tuned.py``, a single tuned stream.
+- ``hand-tuned``: ``hand_tuned.py``, a single tuned stream;
+- ``akkiosync-defaults``: akkiosync again, with its own default ``batch_size`` (10,000) and
+  ``batch_bytes`` instead of the batch every other contender sends: for information, not
+  judged against the targets (the others are held to the same batch).
 
 Each runs under ``peak_rss.py``, which reports the process's own peak RSS and CPU time. A run
 counts only once the sink holds its N rows, ids 1..N each exactly once.
@@ -35,12 +38,12 @@ source:
   key: id
 target:
   dataset: {dataset}
-batch_size: {batch_size}
-"""
+{batch_line}"""
 # Roughly what each contender imports before its first row: timed apart, for reference.
 STARTUP = {
     "official": ["-c", "import akkio, sqlalchemy, psycopg, pymysql"],
     "akkiosync": ["-m", "akkiosync", "--help"],
+    "akkiosync-defaults": ["-m", "akkiosync", "--help"],
     "hand-tuned": ["-c", "import httpx, orjson, sqlalchemy, psycopg, pymysql"],
 }
 
@@ -57,7 +60,9 @@ CONTENDERS = (
     Contender("official", "official client script"),
     Contender("akkiosync", "akkiosync sync"),
     Contender("hand-tuned", "hand-tuned stream"),
+    Contender("akkiosync-defaults", "akkiosync, its defaults"),
 )
+JUDGED = tuple(c for c in CONTENDERS if c.key != "akkiosync-defaults")  # same batch for all
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +122,11 @@ def run_contender(
         command = [*wrapper, str(BENCH / "official_script.py")]
     elif key == "hand-tuned":
         command = [*wrapper, str(BENCH / "hand_tuned.py")]
-    elif key == "akkiosync":
+    elif key in ("akkiosync", "akkiosync-defaults"):
         jobs = work / "config" / "jobs"
         jobs.mkdir(parents=True)
-        job = JOB.format(table=target.table, dataset=json.dumps(name), batch_size=target.batch_size)
+        batch_line = "" if key == "akkiosync-defaults" else f"batch_size: {target.batch_size}\n"
+        job = JOB.format(table=target.table, dataset=json.dumps(name), batch_line=batch_line)
         (jobs / "bench.yaml").write_text(job, encoding="utf-8")
         env |= {
             "AKKIO_API_KEY": sink.api_key,
@@ -149,7 +155,8 @@ def run_contender(
         raise BenchError(f"{key} ({name}) exited with status {done.returncode}:\n{tail}")
 
     # the scripts print their dataset's id; akkiosync's is found by its name
-    dataset_id = sink.find(name) if key == "akkiosync" else done.stdout.decode().split()[-1]
+    scripted = not key.startswith("akkiosync")
+    dataset_id = done.stdout.decode().split()[-1] if scripted else sink.find(name)
     sink.verify(dataset_id, target.n, f"{key} ({name})")
     sink.delete(dataset_id)
     rss_kib = cpu_s = None

@@ -282,7 +282,8 @@ class TestConcurrentSyncs:
 
     def test_two_at_once(self, postgres_url: str, big_table: str, tmp_path: Path) -> None:
         """The second either waits (--wait) or is skipped; the dataset is exact either way."""
-        emulator = Emulator(api_key=API_KEY)
+        # 20 ms per answer: the first sync's 100 batches outlast the others' start-up.
+        emulator = Emulator(api_key=API_KEY, latency=0.02)
         with serve(emulator) as server:
             deployment = Deployment(tmp_path, server, postgres_url, big_table)
             first = deployment.start()
