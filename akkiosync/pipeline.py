@@ -218,6 +218,8 @@ class ReadAhead(Generic[T]):
     def __init__(
         self, produce: Callable[[], Generator[T, None, None]], *, depth: int = DEPTH
     ) -> None:
+        if depth < 1:  # the producer could never hand over an item
+            raise ValueError(f"depth must be at least 1, not {depth}")
         self._produce = produce
         self._depth = depth
         self._items: collections.deque[tuple[T | None, BaseException | None, bool]] = (

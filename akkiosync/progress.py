@@ -8,6 +8,7 @@ too (the daemon's figures move with every batch).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -16,7 +17,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from akkiosync.cursor import Cursor, lag
+from akkiosync.state import RunCounts
+
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunProgress:
+    """One run's figures as it goes, kept by the runner and the run's mode (append, replace)."""
+
+    cursor_json: str | None
+    rows_read: int = 0
+    rows_sent: int = 0
+    batches: int = 0
+    dataset_id: str | None = None
+    rows_skipped: int = 0
+    lag: float | None = None
+    nulled: dict[str, int] = dataclasses.field(default_factory=dict)  # on_bad_value: null
+    to_go: int | None = None  # rows past the checkpoint when the read started (progress)
+    newest: Any = None  # the source's newest watermark then (the lag after each batch)
+
+    def counts(self, run_id: int, rows: int) -> RunCounts:
+        """The run's figures once a batch of ``rows`` more is committed."""
+        return RunCounts(run_id, self.rows_read, self.rows_sent + rows, self.batches + 1)
+
+    def sent(self, job: str, rows: int, after: Cursor) -> Sent:
+        """What a hook hears of the batch of ``rows`` just committed, up to ``after``."""
+        to_go = None if self.to_go is None else max(self.to_go - self.rows_read, 0)
+        lagged = lag(self.newest, after) if self.newest is not None else None
+        return Sent(job, rows, self.rows_sent, self.batches, to_go, lagged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Protocol
 
 from akkiosync.adopt import planned_schema
 from akkiosync.akkio import AkkioClient
@@ -34,27 +33,14 @@ from akkiosync.identity import CursorColumns
 from akkiosync.inferred import check_inferred_types
 from akkiosync.mapping import Schema, SourceColumn
 from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
+from akkiosync.progress import RunProgress
 from akkiosync.readplan import ReadPlan
 from akkiosync.source import Source
-from akkiosync.state import Refresh, RunCounts, Store
+from akkiosync.state import Refresh, Store
 
 logger = logging.getLogger(__name__)
 _MIN_PAUSE = 0.01  # seconds: looking for a lost creation never becomes a busy loop
 _MAX_PAUSE = 5.0
-
-
-class Progress(Protocol):
-    """What a run reports (the runner's own record of it)."""
-
-    cursor_json: str | None
-    rows_read: int
-    rows_sent: int
-    batches: int
-    dataset_id: str | None
-    nulled: dict[str, int]  # values sent as null under on_bad_value: null, by column
-
-    def counts(self, run_id: int, rows: int) -> RunCounts:
-        """The run's figures once a batch of ``rows`` more is committed."""
 
 
 class Refresher:
@@ -87,7 +73,7 @@ class Refresher:
         run_id: int,
         source: Source,
         columns: Sequence[SourceColumn],
-        progress: Progress,
+        progress: RunProgress,
         read_at: dt.datetime,
     ) -> None:
         """Refresh ``job``'s dataset from the whole source (``read_at``: the run's time, for
@@ -166,7 +152,7 @@ class Refresher:
         source: Source,
         schema: Schema,
         dataset_id: str,
-        progress: Progress,
+        progress: RunProgress,
         read_at: dt.datetime,
     ) -> bool:
         """Send every row to the new dataset and verify its count; False if stopped first."""
@@ -212,7 +198,7 @@ class Refresher:
         run_id: int,
         columns: Sequence[SourceColumn],
         schema: Schema,
-        progress: Progress,
+        progress: RunProgress,
     ) -> None:
         """Point the job at the new dataset (one store transaction), then delete the old one."""
         identity = CursorColumns.of(job.source.watermark, job.source.key, columns).to_json()

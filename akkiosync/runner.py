@@ -11,54 +11,29 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 from akkiosync.akkio import AkkioClient
+from akkiosync.append import Appender, RunOptions
 from akkiosync.config import Job
-from akkiosync.cursor import Cursor, decode_cursor, encode_cursor, lag
-from akkiosync.dataset import pinned_dataset
+from akkiosync.cursor import decode_cursor, lag
 from akkiosync.delivery import Delivery, ReconcilePolicy
-from akkiosync.errors import AkkioSyncError, SourceError, SourceUnavailableError
-from akkiosync.identity import CursorColumns, check_cursor_columns
-from akkiosync.inferred import check_inferred_types
+from akkiosync.errors import AkkioSyncError, SourceError
 from akkiosync.lock import JobLock
 from akkiosync.logcontext import Warned, job_context
-from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
-from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
-from akkiosync.progress import ProgressHook, Sent
-from akkiosync.readplan import REOPEN_AFTER, ReadPlan
+from akkiosync.progress import ProgressHook, RunProgress
+from akkiosync.readplan import REOPEN_AFTER
 from akkiosync.redact import redact
 from akkiosync.refresh import Refresher
 from akkiosync.results import Clock, RunResult, utc_now
 from akkiosync.source import Source, make_source
-from akkiosync.state import RunCounts, Store
+from akkiosync.state import Store
 
 logger = logging.getLogger(__name__)
 SOURCE_ATTEMPTS = 3  # reopen a dropped source connection this many times per run
-
-
-@dataclass
-class _Progress:
-    cursor_json: str | None
-    rows_read: int = 0
-    rows_sent: int = 0
-    batches: int = 0
-    dataset_id: str | None = None
-    rows_skipped: int = 0
-    lag: float | None = None
-    nulled: dict[str, int] = dataclasses.field(default_factory=dict)  # on_bad_value: null
-    to_go: int | None = None  # rows past the checkpoint when the read started (progress)
-    newest: Any = None  # the source's newest watermark then (the lag after each batch)
-
-    def counts(self, run_id: int, rows: int) -> RunCounts:
-        """The run's figures once a batch of ``rows`` more is committed."""
-        return RunCounts(run_id, self.rows_read, self.rows_sent + rows, self.batches + 1)
 
 
 class Runner:
@@ -86,7 +61,6 @@ class Runner:
         once ``stop`` is set, runs end after the batch in flight is committed;
         ``reopen_after``: seconds a read stays open before it is opened again from its last
         batch's cursor (``ReadPlan``)."""
-        self._reopen_after = reopen_after
         self._store = store
         self._client = client
         self._clock = clock
@@ -98,7 +72,18 @@ class Runner:
         self._stop = stop or threading.Event()
         self._on_retry = on_retry or (lambda: None)
         self._measure_lag = measure_lag
-        self._progress, self._count_limit = progress, count_limit  # see Source.rows_after
+        self._progress = progress
+        self._options = RunOptions(
+            clock=clock,
+            retry=self._retry,
+            sleep=sleep,
+            stop=self._stop,
+            on_retry=self._on_retry,
+            measure_lag=measure_lag,
+            progress=progress,
+            count_limit=count_limit,
+            reopen_after=reopen_after,
+        )
         self._warned = Warned()  # a daemon's runs repeat a warning only when it changes
 
     @property
@@ -136,7 +121,7 @@ class Runner:
 
     def _run_recorded(self, job: Job, run_id: int, cursor_before: str | None) -> RunResult:
         started = time.monotonic()
-        progress = _Progress(cursor_json=cursor_before)
+        progress = RunProgress(cursor_json=cursor_before)
         logger.debug(  # DEBUG: an idle run is one line, its end
             "run started (cursor %s)", _show(cursor_before),
             extra={"event": "run_started", "cursor": _show(cursor_before)},
@@ -207,7 +192,7 @@ class Runner:
             lag=progress.lag,
         )
 
-    def _sync(self, job: Job, run_id: int, progress: _Progress) -> None:
+    def _sync(self, job: Job, run_id: int, progress: RunProgress) -> None:
         with make_source(job.source) as source:
             columns = source.columns()
             read_at = self._clock()  # columns.synced_at: when this run read its rows
@@ -218,50 +203,7 @@ class Runner:
                     progress.lag = self._lag(source, progress.cursor_json)
                 return
             self._refresher(job).settle(job.name)  # left by a killed run in mode: replace
-            self._check_cursor_columns(job, columns)
-            dataset_id, schema, rows = pinned_dataset(
-                job, columns, self._store, self._client, self._clock
-            )
-            progress.dataset_id = dataset_id
-            spec = job.columns
-            plan = ReadPlan(job, source, schema, reopen_after=self._reopen_after)
-            drift = plan.drift  # columns: edited after pinning
-            if self._warned.changed(job.name, "column_drift", drift.warnings):
-                for warning in drift.warnings:
-                    logger.warning("%s", warning, extra={"event": "column_drift"})
-            added = new_columns(schema, columns, include=spec.include, exclude=spec.exclude)
-            added = [c for c in added if c not in (spec.include or ())]  # drift warned of those
-            if self._warned.changed(job.name, "columns_not_sent", added):
-                logger.warning(
-                    "source column(s) %s are not in the dataset's schema and are not sent",
-                    ", ".join(added), extra={"event": "columns_not_sent", "columns": added},
-                )  # fmt: skip
-            delivery = self._delivery(job, dataset_id)
-            delivery.recover(rows)  # may commit a batch a crashed run had sent
-            progress.cursor_json = self._store.job_state(job.name).cursor_json
-            progress.rows_skipped = self._null_cursor_rows(job, source)
-            if self._progress is not None:
-                self._start_progress(job, source, progress)
-            mapper = plan.mapper(read_at)
-            progress.nulled = mapper.nulled  # counted as batches are mapped
-            for attempt in range(1, SOURCE_ATTEMPTS + 1):
-                try:
-                    self._stream(job, run_id, plan, mapper, delivery, progress)
-                except SourceUnavailableError as exc:
-                    if attempt == SOURCE_ATTEMPTS:
-                        raise
-                    wait = self._retry.delay(attempt)
-                    self._on_retry()
-                    logger.warning(
-                        "source connection lost (%s); reopening in %.1fs from the last checkpoint",
-                        exc, wait,
-                        extra={"event": "source_reconnect", "error": str(exc), "seconds": wait},
-                    )  # fmt: skip
-                    self._sleep(wait)
-                else:
-                    break
-            if progress.batches or delivery.recovered is not None:
-                delivery.verify()  # the dataset holds exactly what the job delivered, or loud
+            self._appender(job).run(job, run_id, source, columns, progress, read_at)
             if self._measure_lag:
                 progress.lag = self._lag(source, progress.cursor_json)
 
@@ -281,6 +223,16 @@ class Runner:
             stop=self._stop,
         )
 
+    def _appender(self, job: Job) -> Appender:
+        return Appender(
+            self._store,
+            self._client,
+            options=self._options,
+            delivery=lambda dataset_id: self._delivery(job, dataset_id),
+            warned=self._warned,
+            null_rows=lambda source: self._null_cursor_rows(job, source),
+        )
+
     def _refresher(self, job: Job) -> Refresher:
         return Refresher(
             self._store,
@@ -292,13 +244,6 @@ class Runner:
             grace=self._reconcile.grace,
         )
 
-    def _check_cursor_columns(self, job: Job, columns: Sequence[SourceColumn]) -> None:
-        """Fail before reading when the job's watermark or key no longer fit its cursor."""
-        state = self._store.job_state(job.name)
-        now = CursorColumns.of(job.source.watermark, job.source.key, columns)
-        if check_cursor_columns(job.name, state.cursor_columns_json, state.cursor_json, now):
-            self._store.set_cursor_columns(job.name, now.to_json(), self._clock())
-
     @staticmethod
     def _lag(source: Source, cursor_json: str | None) -> float | None:
         """How far the checkpoint is behind the source's newest watermark, on the read's own
@@ -308,73 +253,6 @@ class Runner:
         except SourceError:
             return None
         return lag(newest, decode_cursor(cursor_json) if cursor_json else None)
-
-    def _stream(
-        self,
-        job: Job,
-        run_id: int,
-        plan: ReadPlan,
-        mapper: RecordMapper,
-        delivery: Delivery,
-        progress: _Progress,
-    ) -> None:
-        cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        preparer = Preparer(plan, mapper, sizer_for(self._store, job))
-
-        def send(batch: Prepared) -> None:
-            self._send(job, run_id, delivery, batch, progress)
-
-        def learned() -> None:
-            remember(self._store, job, preparer.sizer, self._clock())
-
-        def read(rows: int) -> None:
-            progress.rows_read += rows
-
-        steps = partial(plan.steps, self._store, cursor, job.batch_size)
-        if not send_all(steps, preparer, send, learned=learned, read=read, stop=self._stop):
-            logger.info("stops early: shutting down", extra={"event": "run_stopping"})
-
-    def _send(
-        self, job: Job, run_id: int, delivery: Delivery, batch: Prepared, progress: _Progress
-    ) -> None:
-        """Send one batch and commit it, then tell the progress hook and the log."""
-        rows, after = batch.body.count, batch.step.cursor
-        cursor_json = encode_cursor(after)
-        delivery.send(
-            batch.body,
-            progress.cursor_json,
-            cursor_json,
-            ledger=batch.step.entries,
-            prune_below=batch.step.prune_below,
-            run=progress.counts(run_id, rows),  # `logs` shows a running run's
-        )
-        progress.cursor_json = cursor_json
-        progress.rows_sent += rows
-        progress.batches += 1
-        if self._progress is not None:
-            self._progress.sent(_sent(job.name, rows, progress, after))
-        logger.info(
-            "batch %d: %d rows sent (cursor %s)",
-            progress.batches, rows, after.describe(),
-            extra={
-                "event": "batch_sent", "batch": progress.batches, "rows": rows,
-                "rows_total": progress.rows_sent, "cursor": after.describe(),
-            },
-        )  # fmt: skip
-        if progress.batches == 1:  # a new dataset's fields are typed by its first rows
-            check_inferred_types(
-                job.name, progress.dataset_id, self._store, self._client, self._clock
-            )
-
-    def _start_progress(self, job: Job, source: Source, progress: _Progress) -> None:
-        assert self._progress is not None  # noqa: S101 - only called with a hook
-        cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        try:  # figures for progress only: failing to get them does not fail the run
-            progress.to_go = source.rows_after(cursor, self._count_limit)
-            progress.newest = source.newest_watermark() if self._measure_lag else None
-        except SourceError as exc:
-            logger.debug("no progress figures: %s", exc)
-        self._progress.started(job.name, progress.to_go)
 
     def _null_cursor_rows(self, job: Job, source: Source) -> int:
         """Rows with a NULL watermark or key are never read: count them, and fail if the job
@@ -392,12 +270,6 @@ class Runner:
                 nulls, columns, extra={"event": "null_cursor_rows", "rows": nulls},
             )  # fmt: skip
         return nulls
-
-
-def _sent(job: str, rows: int, progress: _Progress, after: Cursor) -> Sent:
-    to_go = None if progress.to_go is None else max(progress.to_go - progress.rows_read, 0)
-    lagged = lag(progress.newest, after) if progress.newest is not None else None
-    return Sent(job, rows, progress.rows_sent, progress.batches, to_go, lagged)
 
 
 def _show(cursor_json: str | None) -> str:

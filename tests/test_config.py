@@ -161,6 +161,12 @@ class TestValidJob:
 
         assert only_job(config_dir).columns.types == {"total": field_type}
 
+    def test_batch_bytes_set(self, config_dir: Path, write_job: WriteJob) -> None:
+        """batch_bytes caps each request's body, beside batch_size."""
+        write_job("orders.yaml", VALID + "batch_bytes: 1000000\n")
+
+        assert only_job(config_dir).batch_bytes == 1_000_000
+
     @pytest.mark.parametrize("batch_size", [1, 100_000], ids=["smallest", "largest"])
     def test_batch_size_bounds_accepted(
         self, config_dir: Path, write_job: WriteJob, batch_size: int
@@ -458,6 +464,16 @@ BAD_FILES = [
         VALID + "batch_size: 1.5\n",
         "batch_size: Input should be a valid integer, got a number with a fractional part",
         id="batch-size-fraction",
+    ),
+    pytest.param(
+        VALID + "batch_bytes: 100\n",
+        "batch_bytes: Input should be greater than or equal to 10000",
+        id="batch-bytes-tiny",
+    ),
+    pytest.param(
+        VALID + "batch_bytes: 4MB\n",
+        "batch_bytes: Input should be a valid integer, unable to parse string as an integer",
+        id="batch-bytes-text",
     ),
     pytest.param(
         "name: 'bad name!'\n" + VALID,

@@ -109,6 +109,15 @@ class TestReadAhead:
         assert max(ahead_by) <= 3  # two waiting, one being made
         assert len(produced) == 50
 
+    def test_depth_below_one_is_refused(self) -> None:
+        """A depth of 0 could never hand over an item: refused, not a hang."""
+
+        def produce() -> Generator[int, None, None]:
+            yield 1
+
+        with pytest.raises(ValueError, match="at least 1"):
+            ReadAhead(produce, depth=0)
+
     def test_close_stops_the_producer_in_its_own_thread(self) -> None:
         """Leaving early closes the producer's generator, in the producer's thread."""
         closed_in: list[int] = []
