@@ -199,7 +199,6 @@ class TestStartUp:
         frozen = int(done.stdout.rsplit("frozen ", 1)[1])
         assert frozen > 10_000  # SQLAlchemy, pydantic and ours: tens of thousands of objects
 
-
     def test_commands_but_run_do_not_load_the_daemon(self) -> None:
         """The scheduler, metrics and alerts are imported by ``run`` alone."""
         code = (
