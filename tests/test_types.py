@@ -56,6 +56,12 @@ TYPE_TABLE = [
     Case("sqlite", "BOOLEAN", "1", "boolean", True),
     Case("sqlite", "BOOLEAN", "0", "boolean", False),
     Case("mysql", "TINYINT", "5", "integer", 5),
+    # A double is the driver's float, all 17 digits (SQLAlchemy's reflected DOUBLE kept 10).
+    Case("mysql", "DOUBLE", "1.2345678901234567", "float", 1.2345678901234567),
+    Case("mysql", "DOUBLE", "1e-20", "float", 1e-20),
+    Case("mysql", "FLOAT", "1.5", "float", 1.5),
+    Case("postgres", "DOUBLE PRECISION", "1.2345678901234567", "float", 1.2345678901234567),
+    Case("sqlite", "REAL", "1.2345678901234567", "float", 1.2345678901234567),
     # Enumerations are categories; a MySQL SET is its members, sorted, comma-separated.
     Case("postgres", "akkiosync_mood", "'ok'", "category", "ok"),
     Case("mysql", "ENUM('sad','ok','happy')", "'happy'", "category", "happy"),

@@ -178,6 +178,24 @@ class TestDecimals:
         assert read.last.watermark == Decimal("123456789.000011")
 
 
+class TestDoubles:
+    """DOUBLE watermarks that differ past the tenth decimal place stay exact: the cursor is the
+    driver's float, not SQLAlchemy's 10-place Decimal of MySQL's DOUBLE."""
+
+    @pytest.mark.parametrize("batch_size", [1, 2, 4])
+    def test_twelfth_decimal_place(
+        self, engine: sa.Engine, make_table: MakeTable, table_name: str, batch_size: int
+    ) -> None:
+        """Ties of three, neighbours 1e-12 apart, delivered once each, in order."""
+        rows = [{"id": i, "wm": 1.0 + (i // 3) * 1e-12} for i in range(1, 31)]
+        assert round(rows[0]["wm"], 10) == round(rows[-1]["wm"], 10)  # the premise
+        columns = [_id_column(), sa.Column("wm", sa.Double)]
+        with closing(_load(engine, make_table, table_name, columns, rows)) as source:
+            read = _read_resuming(source, batch_size)
+        _check(engine, read, rows, batch_size)
+        assert read.last.watermark == rows[-1]["wm"]
+
+
 class TestWideDecimals:
     """All 20 digits of NUMERIC(20, 6) are kept through the cursor and back.
 

@@ -22,7 +22,13 @@ from akkiosync.mapping import SourceColumn
 from akkiosync.source._bounds import Bounds, Watermark, check, predicates
 from akkiosync.source._engine import source_error
 from akkiosync.source._query import query_warnings, split_table, wrappable
-from akkiosync.source._types import python_type, readable, result_column, table_column
+from akkiosync.source._types import (
+    exact_float,
+    python_type,
+    readable,
+    result_column,
+    table_column,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +143,7 @@ class Source:
     def _cursor_expressions(self, source: sa.FromClause) -> list[sa.ColumnElement[Any]]:
         exprs: list[sa.ColumnElement[Any]] = []
         for name in (self._watermark, *self._key):
-            col: sa.ColumnElement[Any] = source.c[name]
+            col: sa.ColumnElement[Any] = exact_float(source.c[name])
             if self.is_sqlite and python_type(col.type) in (dt.datetime, dt.date, dt.time):
                 # SQLite keeps these as text and compares them as text: keep the cursor as the
                 # stored text, so the comparison is exactly the database's own.

@@ -187,9 +187,31 @@ def _described(description: Sequence[Any], dialect: str) -> type | None:
     return None  # SQLite describes no types
 
 
+class _DriverFloat(sa.types.TypeDecorator[float]):
+    """A floating-point column's values exactly as the driver reads them (Python floats)."""
+
+    impl = sa.Float
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None  # the driver's float is the value; see ``exact_float``
+
+
+def exact_float(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A floating-point column as the driver reads it. SQLAlchemy reflects MySQL's DOUBLE as a
+    Float that turns each value into a Decimal of 10 places (1e-20 became 0, and a DOUBLE
+    cursor lost the digits that told rows apart), and converts MySQL's FLOAT again; the
+    driver's float is exact (and rows need no converting: ``_read._partitions``)."""
+    if isinstance(column.type, sa.Float):
+        return sa.type_coerce(column, _DriverFloat())
+    return column
+
+
 def readable(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
     """A column as the read selects it (see the module's docstring)."""
     sql_type = column.type
+    if isinstance(sql_type, sa.Float):
+        return exact_float(column).label(column.key)
     if isinstance(sql_type, mysql.TIME):
         return sa.type_coerce(column, _MysqlTimeText(bool(sql_type.fsp))).label(column.key)
     if dialect == "sqlite" and isinstance(sql_type, sa.Boolean | sa.DateTime | sa.Date | sa.Time):
