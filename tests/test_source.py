@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql
 
 from akkiosync.cursor import Cursor, decode_cursor, encode_cursor
 from akkiosync.errors import ConfigError
-from akkiosync.source import Source, engine_url
+from akkiosync.source import Source, engine_url, open_engine
 from akkiosync.source._read import _partitions
 
 MakeTable = Callable[..., sa.Table]
@@ -277,6 +277,36 @@ class TestEngineUrl:
     def test_default_driver(self, given: str, driver: str) -> None:
         """The URL's driver is filled in only when it names none."""
         assert engine_url(given).drivername == driver
+
+
+class TestStreaming:
+    """A read streams on every server: a server-side cursor, never the whole result buffered."""
+
+    @pytest.mark.parametrize("db_url", ["postgres", "mysql"], indirect=True)
+    def test_server_side_cursor(
+        self, engine: sa.Engine, make_table: MakeTable, table_name: str, db_url: str
+    ) -> None:
+        """psycopg's ServerCursor on PostgreSQL, PyMySQL's SSCursor on MariaDB."""
+        table = make_table(
+            table_name,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("at", sa.DateTime),
+        )
+        at = dt.datetime(2026, 5, 1, 8, 30)  # noqa: DTZ001 - a naive column
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": i, "at": at} for i in range(10)])
+        source_engine = open_engine(db_url)
+        cursors: list[str] = []
+
+        @sa.event.listens_for(source_engine, "before_cursor_execute")
+        def _seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if "akkiosync_cursor_0" in statement:  # the read, not reflection or counts
+                cursors.append(type(cursor).__name__)
+
+        source = Source(source_engine, watermark="at", key=("id",), table=table_name)
+        with closing(source), closing(source.batches(None, 4)) as batches:
+            assert sum(len(batch.rows) for batch in batches) == 10
+        assert cursors == ["ServerCursor" if db_url.startswith("postgresql") else "SSCursor"]
 
 
 class TestDriverRows:
