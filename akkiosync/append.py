@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from akkiosync.akkio import AkkioClient
 from akkiosync.config import Job
@@ -28,7 +27,7 @@ from akkiosync.inferred import check_inferred_types
 from akkiosync.logcontext import Warned
 from akkiosync.mapping import RecordMapper, SourceColumn, new_columns
 from akkiosync.pacing import RetryPolicy
-from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
+from akkiosync.pipeline import Prepared, send_all
 from akkiosync.progress import ProgressHook, RunProgress
 from akkiosync.readplan import REOPEN_AFTER, ReadPlan
 from akkiosync.results import Clock, utc_now
@@ -148,20 +147,15 @@ class Appender:
         progress: RunProgress,
     ) -> None:
         cursor = decode_cursor(progress.cursor_json) if progress.cursor_json else None
-        preparer = Preparer(plan, mapper, sizer_for(self._store, job))
 
         def send(batch: Prepared) -> None:
             self._send(job, run_id, delivery, batch, progress)
 
-        def learned() -> None:
-            remember(self._store, job, preparer.sizer, self._options.clock())
-
-        def read(rows: int) -> None:
-            progress.rows_read += rows
-
-        steps = partial(plan.steps, self._store, cursor, job.batch_size)
-        stop = self._options.stop
-        if not send_all(steps, preparer, send, learned=learned, read=read, stop=stop):
+        options = self._options
+        if not send_all(
+            plan, mapper, cursor, send,
+            store=self._store, clock=options.clock, progress=progress, stop=options.stop,
+        ):  # fmt: skip
             logger.info("stops early: shutting down", extra={"event": "run_stopping"})
 
     def _send(

@@ -20,14 +20,16 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from akkiosync.akkio import EncodedRows, encode_rows
 from akkiosync.config import Job
+from akkiosync.cursor import Cursor
 from akkiosync.errors import PayloadTooLargeError
 from akkiosync.mapping import RecordMapper
+from akkiosync.progress import RunProgress
 from akkiosync.readplan import ReadPlan, Step
 from akkiosync.state import Store
 
@@ -82,8 +84,7 @@ def sizer_for(store: Store, job: Job) -> BatchSizer:
 
 def remember(store: Store, job: Job, sizer: BatchSizer, now: dt.datetime) -> None:
     """Keep the rows per batch a 413 taught ``job``, with the numbers it was learned under."""
-    limit = {"rows": sizer.remembered, "batch_size": job.batch_size}
-    limit["batch_bytes"] = job.batch_bytes
+    limit = {"rows": sizer.remembered, "batch_size": job.batch_size, "batch_bytes": job.batch_bytes}
     store.set_batch_limit(job.name, json.dumps(limit), now)
 
 
@@ -165,26 +166,34 @@ class Preparer:
 
 
 def send_all(
-    steps: Callable[[], Iterable[Step]],
-    preparer: Preparer,
+    plan: ReadPlan,
+    mapper: RecordMapper,
+    cursor: Cursor | None,
     send: Callable[[Prepared], None],
     *,
-    learned: Callable[[], None],
-    read: Callable[[int], None],
+    store: Store,
+    clock: Callable[[], dt.datetime],
+    progress: RunProgress,
     stop: threading.Event,
 ) -> bool:
-    """Send the batches of ``steps()``, read and prepared ahead, one at a time and in order
-    (``send`` delivers and commits one; after a 413 the same rows go in smaller batches, and
-    ``learned`` is told); ``read`` counts the rows each step read. False when ``stop`` ended
-    it early, once the batch in flight was committed."""
+    """Send the batches of ``plan``'s read from ``cursor``, read and prepared ahead, one at a
+    time and in order (``send`` delivers and commits one); after a 413 the same rows go in
+    smaller batches, and the job keeps the smaller size in ``store``. The rows read are
+    counted in ``progress``. False when ``stop`` ended it early, once the batch in flight was
+    committed."""
+    job = plan.job
+    preparer = Preparer(plan, mapper, sizer_for(store, job))
 
     def produce() -> Generator[Prepared, None, None]:
-        for step in steps():
+        for step in plan.steps(store, cursor, job.batch_size):
             yield from preparer.prepare(step)
+
+    def learned() -> None:
+        remember(store, job, preparer.sizer, clock())
 
     with ReadAhead(produce) as ahead:
         for batch in ahead:
-            read(batch.step.read)
+            progress.rows_read += batch.step.read
             if batch.body.count:  # else all sent before: nothing to deliver or move
                 _deliver(batch, preparer, send, learned)
             if stop.is_set():

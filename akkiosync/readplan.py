@@ -103,7 +103,7 @@ class ReadPlan:
         )
         width = len(self.columns)  # each row's cursor columns start here
         while True:
-            opened, reopen = time.monotonic(), False
+            opened, reopen = self.clock(), False
             with closing(self._source.batches(bounds, batch_size)) as batches:
                 for batch in batches:
                     if ledger is None:

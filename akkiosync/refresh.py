@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from akkiosync.adopt import planned_schema
 from akkiosync.akkio import AkkioClient
@@ -32,7 +31,7 @@ from akkiosync.errors import (
 from akkiosync.identity import CursorColumns
 from akkiosync.inferred import check_inferred_types
 from akkiosync.mapping import Schema, SourceColumn
-from akkiosync.pipeline import Prepared, Preparer, remember, send_all, sizer_for
+from akkiosync.pipeline import Prepared, send_all
 from akkiosync.progress import RunProgress
 from akkiosync.readplan import ReadPlan
 from akkiosync.source import Source
@@ -161,7 +160,6 @@ class Refresher:
         plan = ReadPlan(job, source, schema, whole=True)
         mapper = plan.mapper(read_at)
         progress.nulled = mapper.nulled  # counted as batches are mapped
-        preparer = Preparer(plan, mapper, sizer_for(self._store, job))
         sent: list[str | None] = [None]  # the cursor of the last batch sent
 
         def send(batch: Prepared) -> None:
@@ -180,14 +178,10 @@ class Refresher:
                 },
             )  # fmt: skip
 
-        def learned() -> None:
-            remember(self._store, job, preparer.sizer, self._clock())
-
-        def read(rows: int) -> None:
-            progress.rows_read += rows
-
-        steps = partial(plan.steps, self._store, None, job.batch_size)
-        if not send_all(steps, preparer, send, learned=learned, read=read, stop=self._stop):
+        if not send_all(
+            plan, mapper, None, send,
+            store=self._store, clock=self._clock, progress=progress, stop=self._stop,
+        ):  # fmt: skip
             return False
         delivery.verify()  # every row is there, and nothing else: only then the switch
         return True

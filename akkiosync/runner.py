@@ -63,33 +63,28 @@ class Runner:
         batch's cursor (``ReadPlan``)."""
         self._store = store
         self._client = client
-        self._clock = clock
         self._locks = locks
         self._lock_wait = lock_wait
-        self._retry = retry or RetryPolicy()
         self._reconcile = reconcile or ReconcilePolicy()
-        self._sleep = sleep
-        self._stop = stop or threading.Event()
-        self._on_retry = on_retry or (lambda: None)
-        self._measure_lag = measure_lag
-        self._progress = progress
-        self._options = RunOptions(
+        self._options = options = RunOptions(
             clock=clock,
-            retry=self._retry,
+            retry=retry or RetryPolicy(),
             sleep=sleep,
-            stop=self._stop,
-            on_retry=self._on_retry,
+            stop=stop or threading.Event(),
+            on_retry=on_retry or (lambda: None),
             measure_lag=measure_lag,
             progress=progress,
             count_limit=count_limit,
             reopen_after=reopen_after,
         )
+        # The ones the runner itself uses, by their short names.
+        self._clock, self._sleep, self._stop = options.clock, options.sleep, options.stop
         self._warned = Warned()  # a daemon's runs repeat a warning only when it changes
 
     @property
     def reports_progress(self) -> bool:
         """Whether a hook hears of each committed batch (then metrics count them as sent)."""
-        return self._progress is not None
+        return self._options.progress is not None
 
     def run(self, job: Job, *, new_dataset: bool = False) -> RunResult:
         """Run ``job`` once to the end of its source; failures are recorded, not raised.
@@ -199,12 +194,12 @@ class Runner:
             if job.mode == "replace":  # a full refresh into a new dataset: refresh.py
                 progress.rows_skipped = self._null_cursor_rows(job, source)
                 self._refresher(job).run(job, run_id, source, columns, progress, read_at)
-                if self._measure_lag:
+                if self._options.measure_lag:
                     progress.lag = self._lag(source, progress.cursor_json)
                 return
             self._refresher(job).settle(job.name)  # left by a killed run in mode: replace
             self._appender(job).run(job, run_id, source, columns, progress, read_at)
-            if self._measure_lag:
+            if self._options.measure_lag:
                 progress.lag = self._lag(source, progress.cursor_json)
 
     def _delivery(self, job: Job, dataset_id: str, *, refresh: bool = False) -> Delivery:
@@ -215,10 +210,10 @@ class Runner:
             job=job.name,
             dataset_id=dataset_id,
             policy=dataclasses.replace(self._reconcile, on_mismatch=job.on_mismatch),
-            retry=self._retry,
+            retry=self._options.retry,
             clock=self._clock,
             sleep=self._sleep,
-            on_retry=self._on_retry,
+            on_retry=self._options.on_retry,
             refresh=refresh,
             stop=self._stop,
         )

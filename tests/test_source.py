@@ -279,6 +279,21 @@ class TestEngineUrl:
         assert engine_url(given).drivername == driver
 
 
+AT = dt.datetime(2026, 5, 1, 8, 30)  # noqa: DTZ001 - a naive column
+
+
+def _stamped(engine: sa.Engine, make_table: MakeTable, name: str, rows: int) -> sa.Table:
+    """A table (id, at) of ``rows`` rows, ids from 0, all at ``AT``."""
+    table = make_table(
+        name,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("at", sa.DateTime),
+    )
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "at": AT} for i in range(rows)])
+    return table
+
+
 class TestStreaming:
     """A read streams on every server: a server-side cursor, never the whole result buffered."""
 
@@ -287,14 +302,7 @@ class TestStreaming:
         self, engine: sa.Engine, make_table: MakeTable, table_name: str, db_url: str
     ) -> None:
         """psycopg's ServerCursor on PostgreSQL, PyMySQL's SSCursor on MariaDB."""
-        table = make_table(
-            table_name,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("at", sa.DateTime),
-        )
-        at = dt.datetime(2026, 5, 1, 8, 30)  # noqa: DTZ001 - a naive column
-        with engine.begin() as conn:
-            conn.execute(table.insert(), [{"id": i, "at": at} for i in range(10)])
+        _stamped(engine, make_table, table_name, 10)
         source_engine = open_engine(db_url)
         cursors: list[str] = []
 
@@ -318,14 +326,8 @@ class TestDriverRows:
     ) -> None:
         """25 rows in batches of 10: SQLAlchemy's Rows first, then tuples (SQLite: Rows, for
         SQLAlchemy converts its timestamps' text)."""
-        table = make_table(
-            table_name,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("at", sa.DateTime),
-        )
-        at = dt.datetime(2026, 5, 1, 8, 30)  # noqa: DTZ001 - a naive column
-        with engine.begin() as conn:
-            conn.execute(table.insert(), [{"id": i, "at": at} for i in range(25)])
+        table = _stamped(engine, make_table, table_name, 25)
+
         statement = sa.select(table).order_by(table.c.id)
         with (
             engine.connect() as conn,
@@ -334,6 +336,6 @@ class TestDriverRows:
             parts = list(_partitions(result, statement, 10))
         assert [len(part) for part in parts] == [10, 10, 5]
         assert [row[0] for part in parts for row in part] == list(range(25))
-        assert {row[1] for part in parts for row in part} == {at}
+        assert {row[1] for part in parts for row in part} == {AT}
         later = {type(part[0]) for part in parts[1:]}
         assert later == ({sa.Row} if db_url.startswith("sqlite") else {tuple})
